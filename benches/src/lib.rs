@@ -1,0 +1,1 @@
+//! Graph generators shared by the benchmarks.

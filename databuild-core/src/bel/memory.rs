@@ -1,0 +1,4 @@
+//! Memory sink (stub; being written).
+/// Sink.
+#[derive(Debug, Default)]
+pub struct MemoryBel;

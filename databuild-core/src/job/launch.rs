@@ -1,0 +1,91 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use super::{BoxError, FnJobContext, JobLabel};
+
+/// How an executor launches a run of a job.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Launch {
+    /// Rust code run in process (an [`FnJob`](super::FnJob)).
+    InProcess(InProcessExec),
+    /// An external program in the DataBuild job protocol.
+    Process(ProcessLaunch),
+}
+
+impl Launch {
+    /// A short description for logs and digests.
+    pub fn describe(&self) -> String {
+        match self {
+            Launch::InProcess(_) => "in-process".to_owned(),
+            Launch::Process(p) => format!("process {:?} env {:?}", p.argv, p.env),
+        }
+    }
+}
+
+/// The exec function of an in-process job.
+#[derive(Clone)]
+pub struct InProcessExec(
+    pub(crate) Arc<dyn Fn(FnJobContext) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>,
+);
+
+impl InProcessExec {
+    /// Runs the job's exec function with `context`.
+    pub fn call(&self, context: FnJobContext) -> BoxFuture<'static, Result<(), BoxError>> {
+        (self.0)(context)
+    }
+}
+
+impl fmt::Debug for InProcessExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InProcessExec(..)")
+    }
+}
+
+/// An external program that speaks the job protocol: `<argv> config <ref>...`
+/// and `<argv> exec <args>...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessLaunch {
+    /// The entrypoint, an argv list (never a shell string).
+    pub argv: Vec<String>,
+    /// Environment given to both `config` and `exec`.
+    pub env: BTreeMap<String, String>,
+    /// Working directory; `None` is the host's current directory.
+    pub working_dir: Option<PathBuf>,
+}
+
+impl ProcessLaunch {
+    /// A launch of `argv` with no extra environment.
+    pub fn new(argv: Vec<String>) -> Self {
+        Self {
+            argv,
+            env: BTreeMap::new(),
+            working_dir: None,
+        }
+    }
+}
+
+/// SHA-256 (hex) of a label and launch description.
+pub(crate) fn definition_digest(label: &JobLabel, launch: &Launch) -> String {
+    let mut h = Sha256::new();
+    h.update(label.as_str().as_bytes());
+    h.update([0]);
+    h.update(launch.describe().as_bytes());
+    hex(&h.finalize())
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}

@@ -1,0 +1,1 @@
+//! Job protocol decoding (stub; being written).

@@ -1,0 +1,1 @@
+//! Example graphs for databuild; the runnable programs are the `[[example]]` targets.
