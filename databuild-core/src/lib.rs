@@ -15,12 +15,14 @@ pub mod testkit;
 
 pub use bel::{BelError, BelSink, BuildEvent, EventFilter, JsonlBel, MemoryBel};
 pub use graph::{DataBuildGraph, Graph, GraphBuilder, GraphError};
+#[cfg(feature = "process")]
+pub use job::ProcessJob;
 pub use job::{
     DataBuildJob, DataDep, DepType, FnJob, JobConfig, JobConfigError, JobLabel, Launch,
     SchedulingHints,
 };
-#[cfg(feature = "process")]
-pub use job::ProcessJob;
 pub use partition::{PartitionPattern, PartitionRef, PartitionRefError, PatternError};
-pub use plan::{JobGraph, Task};
-pub use planner::{Availability, PlanError, Planner};
+pub use plan::{InProgress, JobGraph, Task, TaskId};
+pub use planner::{
+    AnalyzeRequest, Availability, NothingAvailable, PartitionStatusView, PlanError, Planner,
+};

@@ -27,8 +27,11 @@ impl BlobDigest {
 
     /// Parses a hex digest (64 lowercase hex characters).
     pub fn parse(hex: &str) -> Option<Self> {
-        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| Self(hex.to_owned()))
+        (hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| Self(hex.to_owned()))
     }
 
     /// The digest as hex.

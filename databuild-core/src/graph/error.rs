@@ -63,7 +63,9 @@ impl LookupError {
     /// The ref that could not be mapped.
     pub fn partition(&self) -> &PartitionRef {
         match self {
-            LookupError::NoJob { partition, .. } | LookupError::Ambiguous { partition, .. } => partition,
+            LookupError::NoJob { partition, .. } | LookupError::Ambiguous { partition, .. } => {
+                partition
+            }
         }
     }
 }

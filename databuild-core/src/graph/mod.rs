@@ -89,7 +89,11 @@ impl Graph {
         found.ok_or_else(|| self.unmatched(partition))
     }
 
-    fn ambiguous(&self, partition: &PartitionRef, patterns: impl Iterator<Item = usize>) -> LookupError {
+    fn ambiguous(
+        &self,
+        partition: &PartitionRef,
+        patterns: impl Iterator<Item = usize>,
+    ) -> LookupError {
         let mut jobs: Vec<JobLabel> = patterns
             .map(|p| self.jobs[self.pattern_job[p]].label().clone())
             .collect();
@@ -107,7 +111,12 @@ impl Graph {
             .jobs
             .iter()
             .flat_map(|j| j.patterns())
-            .map(|p| (common_prefix(p.as_str(), partition.as_str()), p.as_str().to_owned()))
+            .map(|p| {
+                (
+                    common_prefix(p.as_str(), partition.as_str()),
+                    p.as_str().to_owned(),
+                )
+            })
             .collect();
         patterns.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let total = patterns.len();
@@ -145,7 +154,11 @@ impl fmt::Debug for Graph {
         f.debug_struct("Graph")
             .field(
                 "jobs",
-                &self.jobs.iter().map(|j| j.label().as_str()).collect::<Vec<_>>(),
+                &self
+                    .jobs
+                    .iter()
+                    .map(|j| j.label().as_str())
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -159,7 +172,9 @@ pub struct GraphBuilder {
 
 impl fmt::Debug for GraphBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GraphBuilder").field("jobs", &self.jobs.len()).finish()
+        f.debug_struct("GraphBuilder")
+            .field("jobs", &self.jobs.len())
+            .finish()
     }
 }
 
@@ -245,7 +260,10 @@ mod tests {
 
     #[test]
     fn two_patterns_of_one_job_matching_is_not_ambiguous() {
-        let g = Graph::builder().job(job("//a", &["a/.*", "a/1"])).build().unwrap();
+        let g = Graph::builder()
+            .job(job("//a", &["a/.*", "a/1"]))
+            .build()
+            .unwrap();
         assert!(g.lookup(&r("a/1")).is_ok());
     }
 
@@ -261,12 +279,18 @@ mod tests {
         match &err {
             LookupError::Ambiguous { partition, jobs } => {
                 assert_eq!(partition.as_str(), "x/1");
-                assert_eq!(jobs.iter().map(JobLabel::as_str).collect::<Vec<_>>(), ["//one", "//two"]);
+                assert_eq!(
+                    jobs.iter().map(JobLabel::as_str).collect::<Vec<_>>(),
+                    ["//one", "//two"]
+                );
             }
             other => panic!("{other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains("//one") && msg.contains("//two") && msg.contains("x/1"), "{msg}");
+        assert!(
+            msg.contains("//one") && msg.contains("//two") && msg.contains("x/1"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -278,7 +302,11 @@ mod tests {
             .unwrap();
         let err = g.lookup(&r("reviews/day=1")).unwrap_err();
         match &err {
-            LookupError::NoJob { partition, closest, total_patterns } => {
+            LookupError::NoJob {
+                partition,
+                closest,
+                total_patterns,
+            } => {
                 assert_eq!(partition.as_str(), "reviews/day=1");
                 assert_eq!(closest[0], "reviews/date=.*");
                 assert_eq!(*total_patterns, 2);

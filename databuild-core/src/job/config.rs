@@ -148,11 +148,14 @@ impl SchedulingHints {
 
     /// The hints of a proto message (absent fields take their defaults).
     pub fn from_proto(p: &proto::SchedulingHints) -> Self {
-        let retry = p.retry.as_ref().map_or_else(RetryPolicy::default, |r| RetryPolicy {
-            max_attempts: r.max_attempts.max(1),
-            initial_backoff: Duration::from_millis(r.initial_backoff_ms),
-            max_backoff: Duration::from_millis(r.max_backoff_ms),
-        });
+        let retry = p
+            .retry
+            .as_ref()
+            .map_or_else(RetryPolicy::default, |r| RetryPolicy {
+                max_attempts: r.max_attempts.max(1),
+                initial_backoff: Duration::from_millis(r.initial_backoff_ms),
+                max_backoff: Duration::from_millis(r.max_backoff_ms),
+            });
         Self {
             pool: (!p.pool.is_empty()).then(|| p.pool.clone()),
             slots: p.slots,
@@ -255,7 +258,11 @@ impl JobConfig {
                 })
                 .collect(),
             args: self.args.clone(),
-            env: self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             hints: Some(self.hints.to_proto()),
         }
     }

@@ -96,11 +96,22 @@ pub enum JobConfigError {
         source: PartitionRefError,
     },
     /// The configs cover outputs nobody asked for.
-    #[error("job {job}: config returned outputs that were not asked for: {}", list(refs))]
+    #[error(
+        "job {job}: config returned outputs that were not asked for: {}",
+        list(refs)
+    )]
     UnrequestedOutputs {
         /// The job.
         job: JobLabel,
         /// The outputs nobody asked for.
+        refs: Vec<PartitionRef>,
+    },
+    /// Several configs cover the same outputs.
+    #[error("job {job}: more than one config covers outputs: {}", list(refs))]
+    DuplicateOutputs {
+        /// The job.
+        job: JobLabel,
+        /// The outputs covered more than once.
         refs: Vec<PartitionRef>,
     },
     /// Some requested outputs are covered by no config.
@@ -127,6 +138,7 @@ impl JobConfigError {
             | JobConfigError::Timeout { job, .. }
             | JobConfigError::InvalidRef { job, .. }
             | JobConfigError::UnrequestedOutputs { job, .. }
+            | JobConfigError::DuplicateOutputs { job, .. }
             | JobConfigError::MissingOutputs { job, .. } => job,
         }
     }

@@ -7,8 +7,7 @@ use async_trait::async_trait;
 
 use super::launch::InProcessExec;
 use super::{
-    DataBuildJob, JobConfig, JobConfigError, JobDefinitionError, JobLabel, Launch,
-    SchedulingHints,
+    DataBuildJob, JobConfig, JobConfigError, JobDefinitionError, JobLabel, Launch, SchedulingHints,
 };
 use crate::partition::{PartitionPattern, PartitionRef};
 
@@ -284,21 +283,39 @@ mod tests {
         let Launch::InProcess(exec) = job.launch() else {
             panic!("FnJob launches in process");
         };
-        assert!(exec.call(FnJobContext::new("r1", JobConfig::new([r("x/1")]))).await.is_ok());
-        let err = exec.call(FnJobContext::new("r2", JobConfig::default())).await.unwrap_err();
+        assert!(
+            exec.call(FnJobContext::new("r1", JobConfig::new([r("x/1")])))
+                .await
+                .is_ok()
+        );
+        let err = exec
+            .call(FnJobContext::new("r2", JobConfig::default()))
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), "no outputs");
     }
 
     #[test]
     fn definition_errors() {
-        let err = FnJob::builder("//j").config(|_| Ok(vec![])).build().unwrap_err();
+        let err = FnJob::builder("//j")
+            .config(|_| Ok(vec![]))
+            .build()
+            .unwrap_err();
         assert!(matches!(err, JobDefinitionError::NoPatterns { .. }));
-        let err = FnJob::builder("//j").pattern("(").config(|_| Ok(vec![])).build().unwrap_err();
+        let err = FnJob::builder("//j")
+            .pattern("(")
+            .config(|_| Ok(vec![]))
+            .build()
+            .unwrap_err();
         assert!(matches!(err, JobDefinitionError::Pattern { .. }));
         assert!(err.to_string().contains("//j"));
         let err = FnJob::builder("//j").pattern("x").build().unwrap_err();
         assert!(matches!(err, JobDefinitionError::Missing { .. }));
-        let err = FnJob::builder("").pattern("x").config(|_| Ok(vec![])).build().unwrap_err();
+        let err = FnJob::builder("")
+            .pattern("x")
+            .config(|_| Ok(vec![]))
+            .build()
+            .unwrap_err();
         assert!(matches!(err, JobDefinitionError::Label(_)));
     }
 }

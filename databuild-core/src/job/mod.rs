@@ -24,11 +24,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use config::{BufferingWindow, DataDep, DepType, JobConfig, RetryPolicy, SchedulingHints};
-pub(crate) use error::list as list_refs;
-pub(crate) use launch::hex as launch_hex;
 pub use error::{JobConfigError, JobDefinitionError};
 pub use fn_job::{BoxError, FnJob, FnJobBuilder, FnJobContext};
 pub use label::{JobLabel, JobLabelError};
+pub(crate) use launch::hex as launch_hex;
 pub use launch::{InProcessExec, Launch, ProcessLaunch};
 #[cfg(feature = "process")]
 pub use process::{ProcessJob, ProcessJobBuilder};

@@ -18,11 +18,7 @@ pub(crate) fn quote(input: &str, max: usize) -> String {
     let mut chars = input.char_indices();
     match chars.nth(max) {
         None => format!("{input:?}"),
-        Some((cut, _)) => format!(
-            "{:?}... ({} bytes in all)",
-            &input[..cut],
-            input.len()
-        ),
+        Some((cut, _)) => format!("{:?}... ({} bytes in all)", &input[..cut], input.len()),
     }
 }
 

@@ -28,10 +28,11 @@ pub struct PartitionPattern {
 impl PartitionPattern {
     /// Compiles `pattern`, anchored at both ends.
     pub fn new(pattern: &str) -> Result<Self, PatternError> {
-        let regex = Regex::new(&Self::anchored(pattern)).map_err(|e| PatternError::InvalidRegex {
-            pattern: quote(pattern, 200),
-            reason: e.to_string(),
-        })?;
+        let regex =
+            Regex::new(&Self::anchored(pattern)).map_err(|e| PatternError::InvalidRegex {
+                pattern: quote(pattern, 200),
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             source: Arc::from(pattern),
             regex,
@@ -180,6 +181,9 @@ mod tests {
         let p = PartitionPattern::new(r"d/(?P<date>\d+)").unwrap();
         let err = p.parse(&r("d/x")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("d/x") && msg.contains(r"d/(?P<date>\d+)"), "{msg}");
+        assert!(
+            msg.contains("d/x") && msg.contains(r"d/(?P<date>\d+)"),
+            "{msg}"
+        );
     }
 }

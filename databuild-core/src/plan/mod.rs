@@ -1,7 +1,313 @@
-//! Plans (stub; being written).
-/// A plan.
+//! Plans: the task graphs graph.analyze produces.
+//!
+//! A [`JobGraph`] holds [`Task`]s (a job label and one [`JobConfig`]) as the
+//! nodes of a petgraph graph and partition refs as its edges, from the task
+//! that produces a partition to each task that reads it. It keeps a
+//! topological order as it grows, so the planner can extend a live plan
+//! (missing dependencies found at run time, a second request) without
+//! replanning. Plans serialize to the `JobGraph` proto message, so they can be
+//! stored as blobs, saved to files and shipped, and render as Mermaid or
+//! Graphviz DOT text.
+
+mod order;
+mod render;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::job::{JobConfig, JobLabel};
+use crate::partition::PartitionRef;
+use crate::planner::PlanError;
+use crate::proto;
+use order::TopoOrder;
+
+/// Identifies a task within one [`JobGraph`].
+pub type TaskId = NodeIndex;
+
+/// A node of the plan: one job with one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// The job that runs.
+    pub job: JobLabel,
+    /// What it produces and reads.
+    pub config: JobConfig,
+    /// SHA-256 (hex) of the job's definition when the plan was made.
+    pub definition_digest: Arc<str>,
+}
+
+impl Task {
+    /// The proto form of the task.
+    pub fn to_proto(&self) -> proto::Task {
+        proto::Task {
+            job: Some(self.job.to_proto()),
+            config: Some(self.config.to_proto()),
+            job_definition_digest: self.definition_digest.to_string(),
+        }
+    }
+}
+
+/// A partition the plan needs but does not build because another job run is
+/// already building it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InProgress {
+    /// The partition.
+    pub partition: PartitionRef,
+    /// The job run building it.
+    pub job_run_id: String,
+}
+
+/// The plan for a set of requested partitions.
 #[derive(Debug, Clone, Default)]
-pub struct JobGraph;
-/// A task.
-#[derive(Debug, Clone, Default)]
-pub struct Task;
+pub struct JobGraph {
+    requested: Vec<PartitionRef>,
+    graph: DiGraph<Task, PartitionRef>,
+    producers: HashMap<PartitionRef, TaskId, RandomState>,
+    order: TopoOrder,
+    available: Vec<PartitionRef>,
+    in_progress: Vec<InProgress>,
+}
+
+/// A cycle found while adding an edge: the tasks of the path that the new
+/// edge would close, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CycleFound(pub(crate) Vec<TaskId>);
+
+impl JobGraph {
+    /// An empty plan for `requested`.
+    pub fn new(requested: impl IntoIterator<Item = PartitionRef>) -> Self {
+        Self {
+            requested: requested.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The partitions the plan was made for.
+    pub fn requested(&self) -> &[PartitionRef] {
+        &self.requested
+    }
+
+    /// Number of tasks.
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    /// True when the plan has no task (everything was available).
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    /// Number of edges (partition hand-overs between tasks).
+    pub fn edge_count(&self) -> usize {
+        self.graph.edge_count()
+    }
+
+    /// The task with `id`.
+    pub fn task(&self, id: TaskId) -> &Task {
+        &self.graph[id]
+    }
+
+    /// All tasks, in the order they were planned.
+    pub fn tasks(&self) -> impl Iterator<Item = (TaskId, &Task)> {
+        self.graph.node_indices().map(move |i| (i, &self.graph[i]))
+    }
+
+    /// All tasks, producers before consumers.
+    pub fn topological_order(&self) -> Vec<TaskId> {
+        self.order.sorted()
+    }
+
+    /// The task that produces `partition`, if the plan builds it.
+    pub fn producer(&self, partition: &PartitionRef) -> Option<TaskId> {
+        self.producers.get(partition).copied()
+    }
+
+    /// The planned producers of a task's inputs, with the partition each
+    /// hands over.
+    pub fn upstream(&self, id: TaskId) -> impl Iterator<Item = (TaskId, &PartitionRef)> {
+        self.graph
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (e.source(), e.weight()))
+    }
+
+    /// The planned consumers of a task's outputs, with the partition each
+    /// reads.
+    pub fn downstream(&self, id: TaskId) -> impl Iterator<Item = (TaskId, &PartitionRef)> {
+        self.graph
+            .edges_directed(id, Direction::Outgoing)
+            .map(|e| (e.target(), e.weight()))
+    }
+
+    /// Inputs that were already available when planned.
+    pub fn available(&self) -> &[PartitionRef] {
+        &self.available
+    }
+
+    /// Inputs another job run was already building when planned.
+    pub fn in_progress(&self) -> &[InProgress] {
+        &self.in_progress
+    }
+
+    /// The underlying petgraph graph: tasks as nodes, partitions as edges.
+    pub fn graph(&self) -> &DiGraph<Task, PartitionRef> {
+        &self.graph
+    }
+
+    pub(crate) fn add_requested(&mut self, partition: PartitionRef) {
+        self.requested.push(partition);
+    }
+
+    pub(crate) fn add_available(&mut self, partition: PartitionRef) {
+        self.available.push(partition);
+    }
+
+    pub(crate) fn add_in_progress(&mut self, partition: PartitionRef, job_run_id: String) {
+        self.in_progress.push(InProgress {
+            partition,
+            job_run_id,
+        });
+    }
+
+    /// Adds a task and registers it as the producer of its outputs. Returns
+    /// the outputs another task already produces (the caller decides; they
+    /// are not re-registered).
+    pub(crate) fn add_task(&mut self, task: Task) -> (TaskId, Vec<PartitionRef>) {
+        let outputs = task.config.outputs.clone();
+        let id = self.graph.add_node(task);
+        self.order.push_node();
+        let mut clashes = Vec::new();
+        self.producers.reserve(outputs.len());
+        for o in outputs {
+            match self.producers.entry(o) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(id);
+                }
+                std::collections::hash_map::Entry::Occupied(o) => clashes.push(o.key().clone()),
+            }
+        }
+        (id, clashes)
+    }
+
+    /// Adds the edge `from -> to` carrying `partition`, unless it would close
+    /// a cycle.
+    pub(crate) fn connect(
+        &mut self,
+        from: TaskId,
+        to: TaskId,
+        partition: PartitionRef,
+    ) -> Result<(), CycleFound> {
+        self.order
+            .insert_edge(&self.graph, from, to)
+            .map_err(CycleFound)?;
+        self.graph.add_edge(from, to, partition);
+        Ok(())
+    }
+
+    /// The partition an edge `from -> to` carries, if there is one.
+    pub(crate) fn edge_partition(&self, from: TaskId, to: TaskId) -> Option<&PartitionRef> {
+        self.graph.find_edge(from, to).map(|e| &self.graph[e])
+    }
+
+    /// The proto form of the plan: tasks in topological order, edges as
+    /// indexes into that order.
+    pub fn to_proto(&self) -> proto::JobGraph {
+        let order = self.topological_order();
+        let mut position = vec![0u32; order.len()];
+        for (pos, id) in order.iter().enumerate() {
+            position[id.index()] = u32::try_from(pos).unwrap_or(u32::MAX);
+        }
+        proto::JobGraph {
+            requested: self.requested.iter().map(PartitionRef::to_proto).collect(),
+            tasks: order.iter().map(|id| self.graph[*id].to_proto()).collect(),
+            edges: self
+                .graph
+                .edge_references()
+                .map(|e| proto::JobGraphEdge {
+                    from: position[e.source().index()],
+                    to: position[e.target().index()],
+                    partition: Some(e.weight().to_proto()),
+                })
+                .collect(),
+            available: self.available.iter().map(PartitionRef::to_proto).collect(),
+        }
+    }
+
+    /// The binary proto encoding of the plan.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    /// SHA-256 (hex) of [`encode`](Self::encode): the plan's address as a blob.
+    pub fn digest(&self) -> String {
+        crate::job::launch_hex(&Sha256::digest(self.encode()))
+    }
+
+    /// Validates a proto plan: refs, labels, edge indexes, and acyclicity.
+    pub fn from_proto(p: &proto::JobGraph) -> Result<Self, PlanError> {
+        let invalid = |reason: String| PlanError::InvalidPlan { reason };
+        let refs = |list: &[proto::PartitionRef]| -> Result<Vec<PartitionRef>, PlanError> {
+            list.iter()
+                .map(|r| PartitionRef::try_from(r).map_err(|e| invalid(e.to_string())))
+                .collect()
+        };
+        let mut plan = JobGraph::new(refs(&p.requested)?);
+        plan.available = refs(&p.available)?;
+        let mut ids = Vec::with_capacity(p.tasks.len());
+        for (i, t) in p.tasks.iter().enumerate() {
+            let job = t
+                .job
+                .as_ref()
+                .ok_or_else(|| invalid(format!("task {i} has no job")))?;
+            let job = JobLabel::new(&job.label).map_err(|e| invalid(format!("task {i}: {e}")))?;
+            let config = t
+                .config
+                .as_ref()
+                .ok_or_else(|| invalid(format!("task {i} has no config")))?;
+            let config =
+                JobConfig::from_proto(config).map_err(|e| invalid(format!("task {i}: {e}")))?;
+            let (id, clashes) = plan.add_task(Task {
+                job,
+                config,
+                definition_digest: Arc::from(t.job_definition_digest.as_str()),
+            });
+            if let Some(c) = clashes.first() {
+                return Err(invalid(format!("partition {c} is produced by two tasks")));
+            }
+            ids.push(id);
+        }
+        // Tasks come producers first: rank them so, and edges that respect
+        // the order are free to add.
+        plan.order.reverse_ranks();
+        for e in &p.edges {
+            let get = |i: u32| {
+                ids.get(i as usize).copied().ok_or_else(|| {
+                    invalid(format!("edge names task {i}, the plan has {}", ids.len()))
+                })
+            };
+            let (from, to) = (get(e.from)?, get(e.to)?);
+            let partition = e
+                .partition
+                .as_ref()
+                .ok_or_else(|| invalid("edge without partition".to_owned()))?;
+            let partition =
+                PartitionRef::try_from(partition).map_err(|e| invalid(e.to_string()))?;
+            plan.connect(from, to, partition)
+                .map_err(|_| invalid(format!("edge {} -> {} closes a cycle", e.from, e.to)))?;
+        }
+        Ok(plan)
+    }
+
+    /// Decodes a plan from its binary proto encoding.
+    pub fn decode(bytes: &[u8]) -> Result<Self, PlanError> {
+        let p = proto::JobGraph::decode(bytes).map_err(|e| PlanError::InvalidPlan {
+            reason: format!("not a JobGraph message: {e}"),
+        })?;
+        Self::from_proto(&p)
+    }
+}
