@@ -1,1 +1,180 @@
-//! Graph generators shared by the benchmarks.
+//! Synthetic graphs shared by the benchmarks.
+//!
+//! [`daily_graph`] is the planner benchmark's shape: ten jobs over daily
+//! partitions (`j<k>/date=YYYY-MM-DD`), job `j0` reading nothing and every
+//! other output needing one to three upstream partitions (the same day of the
+//! job below, and for some days the day before or the same day two jobs
+//! below). [`chain_graph`] is a self-dependent chain: each day needs the day
+//! before, one wave per day.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use databuild_core::{FnJob, Graph, JobConfig, PartitionRef};
+
+/// Number of jobs in [`daily_graph`].
+pub const JOBS: usize = 10;
+
+/// Counts the `config` calls a graph's jobs receive.
+#[derive(Debug, Default)]
+pub struct ConfigCalls(AtomicU64);
+
+impl ConfigCalls {
+    /// Calls so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Civil date of a day number (days since 1970-01-01), as `YYYY-MM-DD`.
+pub fn date(day: i64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Day number of a `YYYY-MM-DD` date (inverse of [`date`]).
+pub fn day(date: &str) -> Option<i64> {
+    let b = date.as_bytes();
+    if b.len() != 10 {
+        return None;
+    }
+    let num = |s: &str| s.parse::<i64>().ok();
+    let (y, m, d) = (num(&date[0..4])?, num(&date[5..7])?, num(&date[8..10])?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// First day of the synthetic calendars (2000-01-01).
+pub const FIRST_DAY: i64 = 10_957;
+
+fn partition(job: usize, day: i64) -> PartitionRef {
+    PartitionRef::from_string(format!("j{job}/date={}", date(day))).expect("valid ref")
+}
+
+/// The upstream partitions of `j<job>` on `day`: one to three of them.
+fn upstream(job: usize, day: i64, first_day: i64) -> impl Iterator<Item = PartitionRef> {
+    let mut ups = Vec::with_capacity(3);
+    if job > 0 {
+        ups.push(partition(job - 1, day));
+        let h = (job as i64).wrapping_mul(31).wrapping_add(day.wrapping_mul(17));
+        if h % 3 != 0 && day > first_day {
+            ups.push(partition(job - 1, day - 1));
+        }
+        if h % 2 == 0 && job > 1 {
+            ups.push(partition(job - 2, day));
+        }
+    }
+    ups.into_iter()
+}
+
+/// The ten-job daily graph over `days` days, and the request that plans all
+/// `JOBS * days` partitions (the top job's partition of every day).
+pub fn daily_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<PartitionRef>) {
+    let mut builder = Graph::builder();
+    for job in 0..JOBS {
+        let calls = Arc::clone(calls);
+        let prefix = format!("j{job}/date=");
+        builder = builder.job(
+            FnJob::builder(format!("//bench:j{job}"))
+                .pattern(format!(r"j{job}/date=(?P<date>\d{{4}}-\d{{2}}-\d{{2}})"))
+                .config(move |outputs: &[PartitionRef]| {
+                    calls.0.fetch_add(1, Ordering::Relaxed);
+                    outputs
+                        .iter()
+                        .map(|o| {
+                            let d = o
+                                .as_str()
+                                .strip_prefix(prefix.as_str())
+                                .and_then(day)
+                                .ok_or_else(|| format!("bad ref {o}"))?;
+                            let mut config = JobConfig::new([o.clone()]);
+                            config.inputs.extend(
+                                upstream(job, d, FIRST_DAY).map(databuild_core::DataDep::materialize),
+                            );
+                            Ok(config)
+                        })
+                        .collect()
+                })
+                .build()
+                .expect("valid job"),
+        );
+    }
+    let graph = builder.build().expect("valid graph");
+    let requested = (0..days as i64)
+        .map(|d| partition(JOBS - 1, FIRST_DAY + d))
+        .collect();
+    (graph, requested)
+}
+
+/// A one-job graph where each day needs the day before, and the request for
+/// its last day: `days` waves of one `config` call each.
+pub fn chain_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<PartitionRef>) {
+    let calls = Arc::clone(calls);
+    let job = FnJob::builder("//bench:chain")
+        .pattern(r"chain/date=(?P<date>\d{4}-\d{2}-\d{2})")
+        .config(move |outputs: &[PartitionRef]| {
+            calls.0.fetch_add(1, Ordering::Relaxed);
+            outputs
+                .iter()
+                .map(|o| {
+                    let d = o
+                        .as_str()
+                        .strip_prefix("chain/date=")
+                        .and_then(day)
+                        .ok_or_else(|| format!("bad ref {o}"))?;
+                    let mut config = JobConfig::new([o.clone()]);
+                    if d > FIRST_DAY {
+                        config = config.materialize(PartitionRef::from_string(format!(
+                            "chain/date={}",
+                            date(d - 1)
+                        ))?);
+                    }
+                    Ok(config)
+                })
+                .collect()
+        })
+        .build()
+        .expect("valid job");
+    let graph = Graph::builder().job(job).build().expect("valid graph");
+    let last = FIRST_DAY + days as i64 - 1;
+    let requested = vec![PartitionRef::from_string(format!("chain/date={}", date(last))).expect("ref")];
+    (graph, requested)
+}
+
+/// Peak resident memory of this process so far, in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(FIRST_DAY), "2000-01-01");
+        assert_eq!(date(FIRST_DAY + 59), "2000-02-29");
+        for d in (FIRST_DAY - 1000..FIRST_DAY + 400_000).step_by(997) {
+            assert_eq!(day(&date(d)), Some(d));
+        }
+        assert_eq!(day("2000-1-01"), None);
+    }
+}

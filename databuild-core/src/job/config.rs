@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -182,8 +183,9 @@ fn duration_ms(d: Duration) -> u64 {
 /// it reads, and the arguments and environment of its run.
 ///
 /// A job's `config` returns one per output, or one covering several (a
-/// batching job).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// batching job). Scheduling hints are shared (`Arc`): a job's configs
+/// usually carry the same ones, and plans hold millions of configs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobConfig {
     /// Partitions this configuration produces.
     pub outputs: Vec<PartitionRef>,
@@ -194,7 +196,23 @@ pub struct JobConfig {
     /// Extra environment of the run.
     pub env: BTreeMap<String, String>,
     /// Scheduling hints.
-    pub hints: SchedulingHints,
+    pub hints: Arc<SchedulingHints>,
+}
+
+/// The default hints, shared by every config that sets none.
+static DEFAULT_HINTS: LazyLock<Arc<SchedulingHints>> =
+    LazyLock::new(|| Arc::new(SchedulingHints::default()));
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            outputs: Vec::new(),
+            inputs: Vec::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            hints: Arc::clone(&DEFAULT_HINTS),
+        }
+    }
 }
 
 impl JobConfig {
@@ -231,8 +249,8 @@ impl JobConfig {
     }
 
     /// Sets the scheduling hints.
-    pub fn hints(mut self, hints: SchedulingHints) -> Self {
-        self.hints = hints;
+    pub fn hints(mut self, hints: impl Into<Arc<SchedulingHints>>) -> Self {
+        self.hints = hints.into();
         self
     }
 
@@ -301,8 +319,7 @@ impl JobConfig {
             hints: p
                 .hints
                 .as_ref()
-                .map(SchedulingHints::from_proto)
-                .unwrap_or_default(),
+                .map_or_else(|| Arc::clone(&DEFAULT_HINTS), |h| Arc::new(SchedulingHints::from_proto(h))),
         })
     }
 }

@@ -71,7 +71,7 @@ pub struct FnJob {
     config: Arc<ConfigFn>,
     validate: Option<Arc<ValidateFn>>,
     exec: InProcessExec,
-    hints: Option<SchedulingHints>,
+    hints: Option<Arc<SchedulingHints>>,
 }
 
 impl FnJob {
@@ -121,8 +121,8 @@ impl DataBuildJob for FnJob {
         })?;
         if let Some(hints) = &self.hints {
             for c in &mut configs {
-                if c.hints == SchedulingHints::default() {
-                    c.hints = hints.clone();
+                if *c.hints == SchedulingHints::default() {
+                    c.hints = Arc::clone(hints);
                 }
             }
         }
@@ -142,7 +142,7 @@ pub struct FnJobBuilder {
     config: Option<Arc<ConfigFn>>,
     validate: Option<Arc<ValidateFn>>,
     exec: Option<InProcessExec>,
-    hints: Option<SchedulingHints>,
+    hints: Option<Arc<SchedulingHints>>,
 }
 
 impl fmt::Debug for FnJobBuilder {
@@ -191,8 +191,8 @@ impl FnJobBuilder {
     }
 
     /// Scheduling hints applied to every config that sets none of its own.
-    pub fn hints(mut self, hints: SchedulingHints) -> Self {
-        self.hints = Some(hints);
+    pub fn hints(mut self, hints: impl Into<Arc<SchedulingHints>>) -> Self {
+        self.hints = Some(hints.into());
         self
     }
 
@@ -263,7 +263,7 @@ mod tests {
             .build()
             .unwrap();
         let configs = job.config(&[r("x/1")]).await.unwrap();
-        assert_eq!(configs[0].hints, hints);
+        assert_eq!(*configs[0].hints, hints);
     }
 
     #[tokio::test]

@@ -128,6 +128,11 @@ impl JobGraph {
         self.producers.get(partition).copied()
     }
 
+    /// The plan's own copy of `partition` and its producer.
+    pub(crate) fn producer_entry(&self, partition: &PartitionRef) -> Option<(&PartitionRef, TaskId)> {
+        self.producers.get_key_value(partition).map(|(k, v)| (k, *v))
+    }
+
     /// The planned producers of a task's inputs, with the partition each
     /// hands over.
     pub fn upstream(&self, id: TaskId) -> impl Iterator<Item = (TaskId, &PartitionRef)> {
@@ -178,13 +183,13 @@ impl JobGraph {
     /// the outputs another task already produces (the caller decides; they
     /// are not re-registered).
     pub(crate) fn add_task(&mut self, task: Task) -> (TaskId, Vec<PartitionRef>) {
-        let outputs = task.config.outputs.clone();
         let id = self.graph.add_node(task);
         self.order.push_node();
         let mut clashes = Vec::new();
+        let outputs = &self.graph[id].config.outputs;
         self.producers.reserve(outputs.len());
         for o in outputs {
-            match self.producers.entry(o) {
+            match self.producers.entry(o.clone()) {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(id);
                 }
@@ -192,6 +197,18 @@ impl JobGraph {
             }
         }
         (id, clashes)
+    }
+
+    /// Makes room for `tasks` more tasks producing `outputs` partitions.
+    pub(crate) fn reserve(&mut self, tasks: usize, outputs: usize) {
+        self.graph.reserve_nodes(tasks);
+        self.graph.reserve_edges(outputs);
+        self.producers.reserve(outputs);
+    }
+
+    /// Mutable access to a task, for the planner (interning refs).
+    pub(crate) fn task_mut(&mut self, id: TaskId) -> &mut Task {
+        &mut self.graph[id]
     }
 
     /// Adds the edge `from -> to` carrying `partition`, unless it would close

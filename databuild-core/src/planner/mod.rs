@@ -44,7 +44,7 @@ pub use error::PlanError;
 
 use crate::bel::{BelSink, BuildEvent, Event};
 use crate::graph::{DataBuildGraph, Graph, LookupError};
-use crate::job::{DataBuildJob, JobConfig, JobConfigError, JobLabel};
+use crate::job::{DataBuildJob, DepType, JobConfig, JobConfigError, JobLabel};
 use crate::partition::PartitionRef;
 use crate::plan::{CycleFound, JobGraph, Task, TaskId};
 use crate::proto;
@@ -234,8 +234,8 @@ impl DataBuildGraph for Planner {
 enum Wait {
     /// Requested: no task reads it.
     Requested,
-    /// These tasks read it.
-    Consumers(Vec<TaskId>),
+    /// These tasks read it (the first inline: most refs have one reader).
+    Consumers(TaskId, Vec<TaskId>),
     /// Settled: available, or building elsewhere.
     Settled,
 }
@@ -410,6 +410,10 @@ impl Expansion<'_> {
         // Add the wave's tasks, then connect their inputs, so that inputs
         // produced within the wave are found.
         let first_new = self.new_tasks.len();
+        let (tasks, outputs) = configs_by_job.iter().fold((0, 0), |(t, o), (_, configs)| {
+            (t + configs.len(), o + configs.iter().map(|c| c.outputs.len()).sum::<usize>())
+        });
+        plan.reserve(tasks, outputs);
         for (job, configs) in configs_by_job {
             let digest = self.digest(job);
             for config in configs {
@@ -422,9 +426,9 @@ impl Expansion<'_> {
                 self.new_tasks.push(id);
                 for k in 0..plan.task(id).config.outputs.len() {
                     let o = &plan.task(id).config.outputs[k];
-                    if let Some(Wait::Consumers(consumers)) = self.waiting.remove(o) {
+                    if let Some(Wait::Consumers(first, more)) = self.waiting.remove(o) {
                         let o = o.clone();
-                        for c in consumers {
+                        for c in std::iter::once(first).chain(more) {
                             // A new task ranks below everything: never a cycle.
                             let _ = plan.connect(id, c, o.clone());
                         }
@@ -435,38 +439,39 @@ impl Expansion<'_> {
         let mut next = Vec::new();
         for k in first_new..self.new_tasks.len() {
             let id = self.new_tasks[k];
-            let inputs: Vec<PartitionRef> = plan
-                .task(id)
-                .config
-                .materialized_inputs()
-                .cloned()
-                .collect();
-            for input in inputs {
-                if let Some(producer) = plan.producer(&input) {
+            for i in 0..plan.task(id).config.inputs.len() {
+                let dep = &plan.task(id).config.inputs[i];
+                if dep.dep_type != DepType::Materialize {
+                    continue;
+                }
+                // Refs met before share one allocation (the interned one).
+                if let Some((known, producer)) = plan.producer_entry(&dep.partition) {
+                    let input = known.clone();
+                    plan.task_mut(id).config.inputs[i].partition = input.clone();
                     if let Err(cycle) = plan.connect(producer, id, input.clone()) {
                         return Err(self.cycle(plan, cycle, producer, id, input));
                     }
                     continue;
                 }
-                match self.waiting.entry(input) {
-                    Entry::Occupied(mut o) => match o.get_mut() {
-                        Wait::Consumers(c) => c.push(id),
-                        Wait::Requested => *o.get_mut() = Wait::Consumers(vec![id]),
-                        Wait::Settled => {}
-                    },
-                    Entry::Vacant(v) => {
-                        let status = self.planner.availability.status(v.key());
-                        match status {
-                            PartitionStatusView::Missing | PartitionStatusView::Tainted => {
-                                next.push(v.key().clone());
-                                v.insert(Wait::Consumers(vec![id]));
-                            }
-                            status => {
-                                let r = v.key().clone();
-                                self.settle(plan, r, status);
-                            }
+                match self.waiting.entry(dep.partition.clone()) {
+                    Entry::Occupied(mut o) => {
+                        plan.task_mut(id).config.inputs[i].partition = o.key().clone();
+                        match o.get_mut() {
+                            Wait::Consumers(_, more) => more.push(id),
+                            w @ Wait::Requested => *w = Wait::Consumers(id, Vec::new()),
+                            Wait::Settled => {}
                         }
                     }
+                    Entry::Vacant(v) => match self.planner.availability.status(v.key()) {
+                        PartitionStatusView::Missing | PartitionStatusView::Tainted => {
+                            next.push(v.key().clone());
+                            v.insert(Wait::Consumers(id, Vec::new()));
+                        }
+                        status => {
+                            let r = v.key().clone();
+                            self.settle(plan, r, status);
+                        }
+                    },
                 }
             }
         }
