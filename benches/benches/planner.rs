@@ -10,16 +10,22 @@ use databuild_benches::{ConfigCalls, JOBS, chain_graph, daily_graph};
 use databuild_core::Planner;
 
 fn planner(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let mut group = c.benchmark_group("analyze");
     group.sample_size(10);
     for size in [10_000usize, 100_000] {
         let calls = Arc::new(ConfigCalls::default());
         let (graph, requested) = daily_graph(size / JOBS, &calls);
         let planner = Planner::new(graph);
-        group.bench_with_input(BenchmarkId::new("daily", size), &requested, |b, requested| {
-            b.iter(|| rt.block_on(planner.analyze(requested)).expect("plan"));
-        });
+        group.bench_with_input(
+            BenchmarkId::new("daily", size),
+            &requested,
+            |b, requested| {
+                b.iter(|| rt.block_on(planner.analyze(requested)).expect("plan"));
+            },
+        );
     }
     let calls = Arc::new(ConfigCalls::default());
     let (graph, requested) = chain_graph(10_000, &calls);

@@ -70,7 +70,9 @@ fn upstream(job: usize, day: i64, first_day: i64) -> impl Iterator<Item = Partit
     let mut ups = Vec::with_capacity(3);
     if job > 0 {
         ups.push(partition(job - 1, day));
-        let h = (job as i64).wrapping_mul(31).wrapping_add(day.wrapping_mul(17));
+        let h = (job as i64)
+            .wrapping_mul(31)
+            .wrapping_add(day.wrapping_mul(17));
         if h % 3 != 0 && day > first_day {
             ups.push(partition(job - 1, day - 1));
         }
@@ -103,7 +105,8 @@ pub fn daily_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<Partiti
                                 .ok_or_else(|| format!("bad ref {o}"))?;
                             let mut config = JobConfig::new([o.clone()]);
                             config.inputs.extend(
-                                upstream(job, d, FIRST_DAY).map(databuild_core::DataDep::materialize),
+                                upstream(job, d, FIRST_DAY)
+                                    .map(databuild_core::DataDep::materialize),
                             );
                             Ok(config)
                         })
@@ -151,7 +154,8 @@ pub fn chain_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<Partiti
         .expect("valid job");
     let graph = Graph::builder().job(job).build().expect("valid graph");
     let last = FIRST_DAY + days as i64 - 1;
-    let requested = vec![PartitionRef::from_string(format!("chain/date={}", date(last))).expect("ref")];
+    let requested =
+        vec![PartitionRef::from_string(format!("chain/date={}", date(last))).expect("ref")];
     (graph, requested)
 }
 

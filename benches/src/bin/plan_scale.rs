@@ -12,7 +12,10 @@ use databuild_benches::{ConfigCalls, JOBS, chain_graph, daily_graph, peak_rss_by
 use databuild_core::Planner;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut sizes: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let mut sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
     if sizes.is_empty() {
         sizes = vec![10_000, 100_000, 1_000_000];
     }
@@ -25,7 +28,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let planner = Planner::new(graph);
     let t = Instant::now();
     let plan = rt.block_on(planner.analyze(&requested))?;
-    report("chain", 10_000, &plan, calls.get(), t.elapsed().as_secs_f64());
+    report(
+        "chain",
+        10_000,
+        &plan,
+        calls.get(),
+        t.elapsed().as_secs_f64(),
+    );
     drop(plan);
 
     let mut previous: Option<(usize, f64)> = None;

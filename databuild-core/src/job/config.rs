@@ -316,10 +316,10 @@ impl JobConfig {
             inputs,
             args: p.args.clone(),
             env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            hints: p
-                .hints
-                .as_ref()
-                .map_or_else(|| Arc::clone(&DEFAULT_HINTS), |h| Arc::new(SchedulingHints::from_proto(h))),
+            hints: p.hints.as_ref().map_or_else(
+                || Arc::clone(&DEFAULT_HINTS),
+                |h| Arc::new(SchedulingHints::from_proto(h)),
+            ),
         })
     }
 }

@@ -129,8 +129,13 @@ impl JobGraph {
     }
 
     /// The plan's own copy of `partition` and its producer.
-    pub(crate) fn producer_entry(&self, partition: &PartitionRef) -> Option<(&PartitionRef, TaskId)> {
-        self.producers.get_key_value(partition).map(|(k, v)| (k, *v))
+    pub(crate) fn producer_entry(
+        &self,
+        partition: &PartitionRef,
+    ) -> Option<(&PartitionRef, TaskId)> {
+        self.producers
+            .get_key_value(partition)
+            .map(|(k, v)| (k, *v))
     }
 
     /// The planned producers of a task's inputs, with the partition each

@@ -411,7 +411,10 @@ impl Expansion<'_> {
         // produced within the wave are found.
         let first_new = self.new_tasks.len();
         let (tasks, outputs) = configs_by_job.iter().fold((0, 0), |(t, o), (_, configs)| {
-            (t + configs.len(), o + configs.iter().map(|c| c.outputs.len()).sum::<usize>())
+            (
+                t + configs.len(),
+                o + configs.iter().map(|c| c.outputs.len()).sum::<usize>(),
+            )
         });
         plan.reserve(tasks, outputs);
         for (job, configs) in configs_by_job {
