@@ -48,15 +48,15 @@ impl EventFilter {
 
     /// True when `event` passes the filter.
     pub fn matches(&self, event: &BuildEvent) -> bool {
-        if let Some(id) = &self.build_request_id {
-            if &event.build_request_id != id {
-                return false;
-            }
+        if let Some(id) = &self.build_request_id
+            && &event.build_request_id != id
+        {
+            return false;
         }
-        if let Some(id) = &self.job_run_id {
-            if &event.job_run_id != id {
-                return false;
-            }
+        if let Some(id) = &self.job_run_id
+            && &event.job_run_id != id
+        {
+            return false;
         }
         if let Some(kinds) = &self.kinds {
             let name = event.event.as_ref().map_or("", |e| e.name());

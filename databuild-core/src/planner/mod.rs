@@ -272,10 +272,10 @@ impl Expansion<'_> {
     }
 
     async fn flush(&mut self) -> Result<(), PlanError> {
-        if let (Some(bel), Some(events)) = (&self.planner.bel, &mut self.events) {
-            if !events.is_empty() {
-                bel.append(std::mem::take(events)).await?;
-            }
+        if let (Some(bel), Some(events)) = (&self.planner.bel, &mut self.events)
+            && !events.is_empty()
+        {
+            bel.append(std::mem::take(events)).await?;
         }
         Ok(())
     }

@@ -14,7 +14,10 @@ pub(crate) type Deps = Arc<HashMap<String, Vec<(String, bool)>>>;
 
 /// Records every config call: job label and the refs asked.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Calls(pub(crate) Arc<Mutex<Vec<(String, Vec<String>)>>>);
+pub(crate) struct Calls(pub(crate) Arc<Mutex<Vec<Call>>>);
+
+/// One config call: the job's label and the refs asked.
+pub(crate) type Call = (String, Vec<String>);
 
 impl Calls {
     pub(crate) fn for_job(&self, label: &str) -> Vec<Vec<String>> {

@@ -175,12 +175,11 @@ async fn config_returning_an_invalid_ref_is_an_error() {
     let job = FnJob::builder("//dots")
         .pattern("x/.*")
         .config(|outs: &[PartitionRef]| {
-            Ok(outs
-                .iter()
+            outs.iter()
                 .map(
                     |o| Ok(JobConfig::new([o.clone()]).materialize(PartitionRef::new("x/../etc")?)),
                 )
-                .collect::<Result<Vec<_>, databuild_core::job::BoxError>>()?)
+                .collect()
         })
         .build()
         .unwrap();

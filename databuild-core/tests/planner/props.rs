@@ -81,10 +81,10 @@ impl Dag {
                     .iter()
                     .map(|d| (self.parts[*d].clone(), false)),
             );
-            if let Some((from, to)) = extra {
-                if to == i {
-                    ins.push((self.parts[from].clone(), true));
-                }
+            if let Some((from, to)) = extra
+                && to == i
+            {
+                ins.push((self.parts[from].clone(), true));
             }
             t.insert(p.clone(), ins);
         }
