@@ -61,34 +61,68 @@ pub fn day(date: &str) -> Option<i64> {
 /// First day of the synthetic calendars (2000-01-01).
 pub const FIRST_DAY: i64 = 10_957;
 
-fn partition(job: usize, day: i64) -> PartitionRef {
-    PartitionRef::from_string(format!("j{job}/date={}", date(day))).expect("valid ref")
+/// A calendar of date strings, so a job formats each ref in one step
+/// (`PartitionRef::from_fmt`), as a job with a date library's cached
+/// formatting would.
+#[derive(Debug)]
+pub struct Calendar {
+    first_day: i64,
+    dates: Vec<String>,
 }
 
-/// The upstream partitions of `j<job>` on `day`: one to three of them.
-fn upstream(job: usize, day: i64, first_day: i64) -> impl Iterator<Item = PartitionRef> {
-    let mut ups = Vec::with_capacity(3);
-    if job > 0 {
-        ups.push(partition(job - 1, day));
-        let h = (job as i64)
-            .wrapping_mul(31)
-            .wrapping_add(day.wrapping_mul(17));
-        if h % 3 != 0 && day > first_day {
-            ups.push(partition(job - 1, day - 1));
-        }
-        if h % 2 == 0 && job > 1 {
-            ups.push(partition(job - 2, day));
+impl Calendar {
+    /// `days` days from [`FIRST_DAY`].
+    pub fn new(days: usize) -> Self {
+        Self {
+            first_day: FIRST_DAY,
+            dates: (0..days as i64).map(|d| date(FIRST_DAY + d)).collect(),
         }
     }
-    ups.into_iter()
+
+    /// The date string of a day number inside the calendar.
+    pub fn date(&self, day: i64) -> &str {
+        &self.dates[(day - self.first_day) as usize]
+    }
+}
+
+fn partition(calendar: &Calendar, job: usize, day: i64) -> PartitionRef {
+    PartitionRef::from_fmt(format_args!("j{job}/date={}", calendar.date(day))).expect("valid ref")
+}
+
+/// Adds the upstream partitions of `j<job>` on `day` to `config`: one to
+/// three of them.
+fn add_upstream(config: &mut JobConfig, calendar: &Calendar, job: usize, day: i64) {
+    if job == 0 {
+        return;
+    }
+    let materialize = databuild_core::DataDep::materialize;
+    config.inputs.reserve_exact(3);
+    config
+        .inputs
+        .push(materialize(partition(calendar, job - 1, day)));
+    let h = (job as i64)
+        .wrapping_mul(31)
+        .wrapping_add(day.wrapping_mul(17));
+    if h % 3 != 0 && day > calendar.first_day {
+        config
+            .inputs
+            .push(materialize(partition(calendar, job - 1, day - 1)));
+    }
+    if h % 2 == 0 && job > 1 {
+        config
+            .inputs
+            .push(materialize(partition(calendar, job - 2, day)));
+    }
 }
 
 /// The ten-job daily graph over `days` days, and the request that plans all
 /// `JOBS * days` partitions (the top job's partition of every day).
 pub fn daily_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<PartitionRef>) {
+    let calendar = Arc::new(Calendar::new(days));
     let mut builder = Graph::builder();
     for job in 0..JOBS {
         let calls = Arc::clone(calls);
+        let calendar = Arc::clone(&calendar);
         let prefix = format!("j{job}/date=");
         builder = builder.job(
             FnJob::builder(format!("//bench:j{job}"))
@@ -104,10 +138,7 @@ pub fn daily_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<Partiti
                                 .and_then(day)
                                 .ok_or_else(|| format!("bad ref {o}"))?;
                             let mut config = JobConfig::new([o.clone()]);
-                            config.inputs.extend(
-                                upstream(job, d, FIRST_DAY)
-                                    .map(databuild_core::DataDep::materialize),
-                            );
+                            add_upstream(&mut config, &calendar, job, d);
                             Ok(config)
                         })
                         .collect()
@@ -118,7 +149,7 @@ pub fn daily_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<Partiti
     }
     let graph = builder.build().expect("valid graph");
     let requested = (0..days as i64)
-        .map(|d| partition(JOBS - 1, FIRST_DAY + d))
+        .map(|d| partition(&calendar, JOBS - 1, FIRST_DAY + d))
         .collect();
     (graph, requested)
 }

@@ -24,8 +24,16 @@ use crate::proto;
 /// assert!(PartitionRef::new("a/../b").is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionRef(Arc<str>);
+
+impl PartialEq for PartitionRef {
+    fn eq(&self, other: &Self) -> bool {
+        // Refs are often shared clones (the planner interns them): compare
+        // pointers before bytes.
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 /// How many characters of bad input an error quotes.
 const QUOTE: usize = 120;
@@ -45,6 +53,35 @@ impl PartitionRef {
     pub fn from_string(s: String) -> Result<Self, PartitionRefError> {
         Self::validate(&s)?;
         Ok(Self(Arc::from(s)))
+    }
+
+    /// Formats, validates and makes a ref in one allocation:
+    /// `PartitionRef::from_fmt(format_args!("daily/date={date}"))`. Cheaper
+    /// than `PartitionRef::new(format!(..))`, which allocates twice.
+    pub fn from_fmt(args: std::fmt::Arguments<'_>) -> Result<Self, PartitionRefError> {
+        use std::fmt::Write;
+        thread_local! {
+            static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        if let Some(s) = args.as_str() {
+            return Self::new(s);
+        }
+        BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                // Writing to a String cannot fail, but a Display impl may.
+                if buffer.write_fmt(args).is_err() {
+                    return Err(PartitionRefError::Empty);
+                }
+                let made = Self::new(buffer.as_str());
+                if buffer.capacity() > Self::MAX_LEN * 4 {
+                    *buffer = String::new();
+                }
+                made
+            }
+            // Re-entered from inside a Display impl: take the slow path.
+            Err(_) => Self::from_string(std::fmt::format(args)),
+        })
     }
 
     /// Validates raw bytes (for example a line of job output) and makes a ref.
@@ -260,6 +297,37 @@ mod tests {
         assert_eq!(json, "\"x/y=1\"");
         assert_eq!(serde_json::from_str::<PartitionRef>(&json).unwrap(), r);
         assert!(serde_json::from_str::<PartitionRef>("\"a/../b\"").is_err());
+    }
+
+    #[test]
+    fn from_fmt_formats_and_validates() {
+        let date = "2024-01-03";
+        let r = PartitionRef::from_fmt(format_args!("daily/date={date}")).unwrap();
+        assert_eq!(r.as_str(), "daily/date=2024-01-03");
+        assert_eq!(r, PartitionRef::new("daily/date=2024-01-03").unwrap());
+        assert_eq!(
+            PartitionRef::from_fmt(format_args!("plain"))
+                .unwrap()
+                .as_str(),
+            "plain"
+        );
+        let bad = "..";
+        assert!(matches!(
+            PartitionRef::from_fmt(format_args!("a/{bad}/b")),
+            Err(PartitionRefError::DotSegment { .. })
+        ));
+        assert_eq!(
+            PartitionRef::from_fmt(format_args!("{}", "")),
+            Err(PartitionRefError::Empty)
+        );
+    }
+
+    #[test]
+    fn equality_by_content_and_by_pointer() {
+        let a = PartitionRef::new("x/1").unwrap();
+        assert_eq!(a, a.clone());
+        assert_eq!(a, PartitionRef::new("x/1").unwrap());
+        assert_ne!(a, PartitionRef::new("x/2").unwrap());
     }
 
     #[test]

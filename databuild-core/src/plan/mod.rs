@@ -67,7 +67,12 @@ pub struct InProgress {
 #[derive(Debug, Clone, Default)]
 pub struct JobGraph {
     requested: Vec<PartitionRef>,
-    graph: DiGraph<Task, PartitionRef>,
+    /// The tasks, indexed by their node's index.
+    tasks: Vec<Task>,
+    /// The topology: one node per task, partitions on the edges. Tasks are
+    /// kept apart so that walking and growing the topology touches small,
+    /// dense nodes.
+    graph: DiGraph<(), PartitionRef>,
     producers: HashMap<PartitionRef, TaskId, RandomState>,
     order: TopoOrder,
     available: Vec<PartitionRef>,
@@ -110,12 +115,15 @@ impl JobGraph {
 
     /// The task with `id`.
     pub fn task(&self, id: TaskId) -> &Task {
-        &self.graph[id]
+        &self.tasks[id.index()]
     }
 
     /// All tasks, in the order they were planned.
     pub fn tasks(&self) -> impl Iterator<Item = (TaskId, &Task)> {
-        self.graph.node_indices().map(move |i| (i, &self.graph[i]))
+        self.tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (TaskId::new(i), t))
     }
 
     /// All tasks, producers before consumers.
@@ -164,8 +172,10 @@ impl JobGraph {
         &self.in_progress
     }
 
-    /// The underlying petgraph graph: tasks as nodes, partitions as edges.
-    pub fn graph(&self) -> &DiGraph<Task, PartitionRef> {
+    /// The plan's topology as a petgraph graph: one node per task (its
+    /// index is the [`TaskId`]; see [`task`](Self::task)), one edge per
+    /// partition handed from a producer to a consumer.
+    pub fn graph(&self) -> &DiGraph<(), PartitionRef> {
         &self.graph
     }
 
@@ -188,10 +198,11 @@ impl JobGraph {
     /// the outputs another task already produces (the caller decides; they
     /// are not re-registered).
     pub(crate) fn add_task(&mut self, task: Task) -> (TaskId, Vec<PartitionRef>) {
-        let id = self.graph.add_node(task);
+        let id = self.graph.add_node(());
+        self.tasks.push(task);
         self.order.push_node();
         let mut clashes = Vec::new();
-        let outputs = &self.graph[id].config.outputs;
+        let outputs = &self.tasks[id.index()].config.outputs;
         self.producers.reserve(outputs.len());
         for o in outputs {
             match self.producers.entry(o.clone()) {
@@ -207,13 +218,14 @@ impl JobGraph {
     /// Makes room for `tasks` more tasks producing `outputs` partitions.
     pub(crate) fn reserve(&mut self, tasks: usize, outputs: usize) {
         self.graph.reserve_nodes(tasks);
+        self.tasks.reserve(tasks);
         self.graph.reserve_edges(outputs);
         self.producers.reserve(outputs);
     }
 
     /// Mutable access to a task, for the planner (interning refs).
     pub(crate) fn task_mut(&mut self, id: TaskId) -> &mut Task {
-        &mut self.graph[id]
+        &mut self.tasks[id.index()]
     }
 
     /// Adds the edge `from -> to` carrying `partition`, unless it would close
@@ -246,7 +258,7 @@ impl JobGraph {
         }
         proto::JobGraph {
             requested: self.requested.iter().map(PartitionRef::to_proto).collect(),
-            tasks: order.iter().map(|id| self.graph[*id].to_proto()).collect(),
+            tasks: order.iter().map(|id| self.task(*id).to_proto()).collect(),
             edges: self
                 .graph
                 .edge_references()
