@@ -24,8 +24,15 @@ use crate::proto;
 /// assert!(PartitionRef::new("a/../b").is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Eq, PartialOrd, Ord)]
 pub struct PartitionRef(Arc<str>);
+
+impl std::hash::Hash for PartitionRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Consistent with `eq`: equal refs have equal bytes.
+        self.0.hash(state);
+    }
+}
 
 impl PartialEq for PartitionRef {
     fn eq(&self, other: &Self) -> bool {
