@@ -13,6 +13,7 @@ mod order;
 mod render;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -73,10 +74,27 @@ pub struct JobGraph {
     /// kept apart so that walking and growing the topology touches small,
     /// dense nodes.
     graph: DiGraph<(), PartitionRef>,
-    producers: HashMap<PartitionRef, TaskId, RandomState>,
+    /// Every ref the plan knows: produced by a task, awaited by tasks
+    /// (while the planner extends the plan), or settled (available, or
+    /// built elsewhere). One map, so the planner hashes each ref once per
+    /// visit.
+    index: HashMap<PartitionRef, Slot, RandomState>,
     order: TopoOrder,
     available: Vec<PartitionRef>,
     in_progress: Vec<InProgress>,
+}
+
+/// What the plan knows of a ref.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// A task of the plan produces it.
+    Produced(TaskId),
+    /// No task yet; the planner will plan one. `first` is the first task
+    /// reading it (none when only requested), `more` indexes the planner's
+    /// list of further readers (`u32::MAX`: none).
+    Waiting { first: Option<TaskId>, more: u32 },
+    /// Not planned: available, or built by another job run.
+    Settled,
 }
 
 /// A cycle found while adding an edge: the tasks of the path that the new
@@ -133,17 +151,10 @@ impl JobGraph {
 
     /// The task that produces `partition`, if the plan builds it.
     pub fn producer(&self, partition: &PartitionRef) -> Option<TaskId> {
-        self.producers.get(partition).copied()
-    }
-
-    /// The plan's own copy of `partition` and its producer.
-    pub(crate) fn producer_entry(
-        &self,
-        partition: &PartitionRef,
-    ) -> Option<(&PartitionRef, TaskId)> {
-        self.producers
-            .get_key_value(partition)
-            .map(|(k, v)| (k, *v))
+        match self.index.get(partition) {
+            Some(Slot::Produced(id)) => Some(*id),
+            _ => None,
+        }
     }
 
     /// The planned producers of a task's inputs, with the partition each
@@ -183,10 +194,12 @@ impl JobGraph {
         self.requested.push(partition);
     }
 
+    /// Records an input that is available (the caller marks it settled).
     pub(crate) fn add_available(&mut self, partition: PartitionRef) {
         self.available.push(partition);
     }
 
+    /// Records an input built elsewhere (the caller marks it settled).
     pub(crate) fn add_in_progress(&mut self, partition: PartitionRef, job_run_id: String) {
         self.in_progress.push(InProgress {
             partition,
@@ -194,25 +207,36 @@ impl JobGraph {
         });
     }
 
-    /// Adds a task and registers it as the producer of its outputs. Returns
-    /// the outputs another task already produces (the caller decides; they
-    /// are not re-registered).
-    pub(crate) fn add_task(&mut self, task: Task) -> (TaskId, Vec<PartitionRef>) {
+    /// Adds a task without registering its outputs (the planner does that
+    /// through [`index_mut`](Self::index_mut)).
+    pub(crate) fn push_task(&mut self, task: Task) -> TaskId {
         let id = self.graph.add_node(());
         self.tasks.push(task);
         self.order.push_node();
-        let mut clashes = Vec::new();
-        let outputs = &self.tasks[id.index()].config.outputs;
-        self.producers.reserve(outputs.len());
-        for o in outputs {
-            match self.producers.entry(o.clone()) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(id);
+        id
+    }
+
+    /// Adds a task and registers it as the producer of its outputs. Returns
+    /// an output another task already produces, if any.
+    fn add_task(&mut self, task: Task) -> (TaskId, Option<PartitionRef>) {
+        let id = self.push_task(task);
+        for o in &self.tasks[id.index()].config.outputs {
+            match self.index.entry(o.clone()) {
+                Entry::Occupied(e) if matches!(e.get(), Slot::Produced(_)) => {
+                    return (id, Some(o.clone()));
                 }
-                std::collections::hash_map::Entry::Occupied(o) => clashes.push(o.key().clone()),
+                Entry::Occupied(mut e) => *e.get_mut() = Slot::Produced(id),
+                Entry::Vacant(v) => {
+                    v.insert(Slot::Produced(id));
+                }
             }
         }
-        (id, clashes)
+        (id, None)
+    }
+
+    /// The ref index, for the planner.
+    pub(crate) fn index_mut(&mut self) -> &mut HashMap<PartitionRef, Slot, RandomState> {
+        &mut self.index
     }
 
     /// Makes room for `tasks` more tasks producing `outputs` partitions.
@@ -220,7 +244,7 @@ impl JobGraph {
         self.graph.reserve_nodes(tasks);
         self.tasks.reserve(tasks);
         self.graph.reserve_edges(outputs);
-        self.producers.reserve(outputs);
+        self.index.reserve(outputs);
     }
 
     /// Mutable access to a task, for the planner (interning refs).
@@ -305,12 +329,12 @@ impl JobGraph {
                 .ok_or_else(|| invalid(format!("task {i} has no config")))?;
             let config =
                 JobConfig::from_proto(config).map_err(|e| invalid(format!("task {i}: {e}")))?;
-            let (id, clashes) = plan.add_task(Task {
+            let (id, clash) = plan.add_task(Task {
                 job,
                 config,
                 definition_digest: Arc::from(t.job_definition_digest.as_str()),
             });
-            if let Some(c) = clashes.first() {
+            if let Some(c) = clash {
                 return Err(invalid(format!("partition {c} is produced by two tasks")));
             }
             ids.push(id);

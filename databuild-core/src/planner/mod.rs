@@ -46,7 +46,10 @@ use crate::bel::{BelSink, BuildEvent, Event};
 use crate::graph::{DataBuildGraph, Graph, LookupError};
 use crate::job::{DataBuildJob, DepType, JobConfig, JobConfigError, JobLabel};
 use crate::partition::PartitionRef;
-use crate::plan::{CycleFound, JobGraph, Task, TaskId};
+use crate::plan::{CycleFound, JobGraph, Slot, Task, TaskId};
+
+/// No further readers (see [`Slot::Waiting`]).
+const NO_MORE: u32 = u32::MAX;
 use crate::proto;
 
 /// One analysis: which partitions, for which build request, with which
@@ -191,7 +194,7 @@ impl Planner {
             planner: self,
             request,
             events: self.bel.as_ref().map(|_| Vec::new()),
-            waiting: HashMap::default(),
+            more_readers: Vec::new(),
             new_tasks: Vec::new(),
             digests: HashMap::default(),
         };
@@ -230,24 +233,14 @@ impl DataBuildGraph for Planner {
     }
 }
 
-/// Who waits on a partition that has no producer yet.
-enum Wait {
-    /// Requested: no task reads it.
-    Requested,
-    /// These tasks read it (the first inline: most refs have one reader).
-    Consumers(TaskId, Vec<TaskId>),
-    /// Settled: available, or building elsewhere.
-    Settled,
-}
-
 /// The state of one `extend` call.
 struct Expansion<'a> {
     planner: &'a Planner,
     request: &'a AnalyzeRequest,
     /// Events of the current step, when there is a sink.
     events: Option<Vec<BuildEvent>>,
-    /// Refs met during this expansion that the plan does not produce.
-    waiting: HashMap<PartitionRef, Wait, RandomState>,
+    /// Further readers of awaited refs (see [`Slot::Waiting`]).
+    more_readers: Vec<Vec<TaskId>>,
     new_tasks: Vec<TaskId>,
     /// Definition digest per job index, computed once.
     digests: HashMap<usize, Arc<str>, RandomState>,
@@ -284,8 +277,10 @@ impl Expansion<'_> {
         let mut frontier = Vec::new();
         for r in &self.request.requested {
             plan.add_requested(r.clone());
-            if plan.producer(r).is_some() || self.waiting.contains_key(r) {
-                continue;
+            match plan.index_mut().get(r) {
+                Some(Slot::Produced(_) | Slot::Waiting { .. }) => continue,
+                Some(Slot::Settled) if !self.request.force => continue,
+                _ => {}
             }
             let status = self.planner.availability.status(r);
             let plan_it = match status {
@@ -294,10 +289,16 @@ impl Expansion<'_> {
                 _ => true,
             };
             if plan_it {
-                self.waiting.insert(r.clone(), Wait::Requested);
+                plan.index_mut().insert(
+                    r.clone(),
+                    Slot::Waiting {
+                        first: None,
+                        more: NO_MORE,
+                    },
+                );
                 frontier.push(r.clone());
             } else {
-                self.settle(plan, r.clone(), status);
+                Self::settle(plan, r.clone(), status);
             }
         }
         if self.recording() {
@@ -317,14 +318,12 @@ impl Expansion<'_> {
     }
 
     /// Records a partition that is not planned: available or building.
-    fn settle(&mut self, plan: &mut JobGraph, r: PartitionRef, status: PartitionStatusView) {
+    fn settle(plan: &mut JobGraph, r: PartitionRef, status: PartitionStatusView) {
+        plan.index_mut().insert(r.clone(), Slot::Settled);
         match status {
-            PartitionStatusView::Building { job_run_id } => {
-                plan.add_in_progress(r.clone(), job_run_id)
-            }
-            _ => plan.add_available(r.clone()),
+            PartitionStatusView::Building { job_run_id } => plan.add_in_progress(r, job_run_id),
+            _ => plan.add_available(r),
         }
-        self.waiting.insert(r, Wait::Settled);
     }
 
     /// One wave: dispatch `frontier` to jobs, add the configs as tasks, and
@@ -420,22 +419,25 @@ impl Expansion<'_> {
         for (job, configs) in configs_by_job {
             let digest = self.digest(job);
             for config in configs {
-                let (id, clashes) = plan.add_task(Task {
+                let id = plan.push_task(Task {
                     job: jobs[job].label().clone(),
                     config,
                     definition_digest: Arc::clone(&digest),
                 });
-                debug_assert!(clashes.is_empty(), "coverage check admits no clash");
                 self.new_tasks.push(id);
                 for k in 0..plan.task(id).config.outputs.len() {
-                    let o = &plan.task(id).config.outputs[k];
-                    if let Some(Wait::Consumers(first, more)) = self.waiting.remove(o) {
-                        let o = o.clone();
-                        for c in std::iter::once(first).chain(more) {
-                            // A new task ranks below everything: never a cycle.
-                            let _ = plan.connect(id, c, o.clone());
+                    let o = plan.task(id).config.outputs[k].clone();
+                    let previous = plan.index_mut().insert(o.clone(), Slot::Produced(id));
+                    if let Some(Slot::Waiting { first, more }) = previous {
+                        // A new task ranks below everything: never a cycle.
+                        for reader in first.into_iter().chain(self.take_more(more)) {
+                            let _ = plan.connect(id, reader, o.clone());
                         }
                     }
+                    debug_assert!(
+                        !matches!(previous, Some(Slot::Produced(_))),
+                        "the coverage check admits no clash"
+                    );
                 }
             }
         }
@@ -447,38 +449,69 @@ impl Expansion<'_> {
                 if dep.dep_type != DepType::Materialize {
                     continue;
                 }
-                // Refs met before share one allocation (the interned one).
-                if let Some((known, producer)) = plan.producer_entry(&dep.partition) {
-                    let input = known.clone();
-                    plan.task_mut(id).config.inputs[i].partition = input.clone();
-                    if let Err(cycle) = plan.connect(producer, id, input.clone()) {
-                        return Err(self.cycle(plan, cycle, producer, id, input));
-                    }
-                    continue;
-                }
-                match self.waiting.entry(dep.partition.clone()) {
-                    Entry::Occupied(mut o) => {
-                        plan.task_mut(id).config.inputs[i].partition = o.key().clone();
-                        match o.get_mut() {
-                            Wait::Consumers(_, more) => more.push(id),
-                            w @ Wait::Requested => *w = Wait::Consumers(id, Vec::new()),
-                            Wait::Settled => {}
+                let input = dep.partition.clone();
+                match plan.index_mut().entry(input) {
+                    Entry::Occupied(mut e) => {
+                        // Refs met before share one allocation (interned).
+                        let known = e.key().clone();
+                        let slot = *e.get();
+                        match slot {
+                            Slot::Produced(_) | Slot::Settled => {}
+                            Slot::Waiting { first: None, more } => {
+                                *e.get_mut() = Slot::Waiting {
+                                    first: Some(id),
+                                    more,
+                                };
+                            }
+                            Slot::Waiting { first, more } => {
+                                let more = self.push_more(more, id);
+                                *e.get_mut() = Slot::Waiting { first, more };
+                            }
+                        }
+                        plan.task_mut(id).config.inputs[i].partition = known.clone();
+                        if let Slot::Produced(producer) = slot
+                            && let Err(cycle) = plan.connect(producer, id, known.clone())
+                        {
+                            return Err(self.cycle(plan, cycle, producer, id, known));
                         }
                     }
                     Entry::Vacant(v) => match self.planner.availability.status(v.key()) {
                         PartitionStatusView::Missing | PartitionStatusView::Tainted => {
                             next.push(v.key().clone());
-                            v.insert(Wait::Consumers(id, Vec::new()));
+                            v.insert(Slot::Waiting {
+                                first: Some(id),
+                                more: NO_MORE,
+                            });
                         }
                         status => {
                             let r = v.key().clone();
-                            self.settle(plan, r, status);
+                            Self::settle(plan, r, status);
                         }
                     },
                 }
             }
         }
         Ok(next)
+    }
+
+    /// Adds `reader` to the further readers at `more`, returning the index.
+    fn push_more(&mut self, more: u32, reader: TaskId) -> u32 {
+        if more == NO_MORE {
+            self.more_readers.push(vec![reader]);
+            u32::try_from(self.more_readers.len() - 1).unwrap_or(NO_MORE)
+        } else {
+            self.more_readers[more as usize].push(reader);
+            more
+        }
+    }
+
+    /// Takes the further readers at `more`.
+    fn take_more(&mut self, more: u32) -> Vec<TaskId> {
+        if more == NO_MORE {
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.more_readers[more as usize])
+        }
     }
 
     fn digest(&mut self, job: usize) -> Arc<str> {
