@@ -15,14 +15,32 @@ use databuild_core::{FnJob, Graph, JobConfig, PartitionRef};
 /// Number of jobs in [`daily_graph`].
 pub const JOBS: usize = 10;
 
-/// Counts the `config` calls a graph's jobs receive.
+/// Counts the `config` calls a graph's jobs receive, and the time spent in
+/// them (the jobs' own code, as opposed to the planner's).
 #[derive(Debug, Default)]
-pub struct ConfigCalls(AtomicU64);
+pub struct ConfigCalls {
+    calls: AtomicU64,
+    nanos: AtomicU64,
+}
 
 impl ConfigCalls {
     /// Calls so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Time spent inside `config` so far.
+    pub fn time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+
+    fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+        let start = std::time::Instant::now();
+        let out = f();
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        out
     }
 }
 
@@ -128,20 +146,21 @@ pub fn daily_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<Partiti
             FnJob::builder(format!("//bench:j{job}"))
                 .pattern(format!(r"j{job}/date=(?P<date>\d{{4}}-\d{{2}}-\d{{2}})"))
                 .config(move |outputs: &[PartitionRef]| {
-                    calls.0.fetch_add(1, Ordering::Relaxed);
-                    outputs
-                        .iter()
-                        .map(|o| {
-                            let d = o
-                                .as_str()
-                                .strip_prefix(prefix.as_str())
-                                .and_then(day)
-                                .ok_or_else(|| format!("bad ref {o}"))?;
-                            let mut config = JobConfig::new([o.clone()]);
-                            add_upstream(&mut config, &calendar, job, d);
-                            Ok(config)
-                        })
-                        .collect()
+                    calls.record(|| {
+                        outputs
+                            .iter()
+                            .map(|o| {
+                                let d = o
+                                    .as_str()
+                                    .strip_prefix(prefix.as_str())
+                                    .and_then(day)
+                                    .ok_or_else(|| format!("bad ref {o}"))?;
+                                let mut config = JobConfig::new([o.clone()]);
+                                add_upstream(&mut config, &calendar, job, d);
+                                Ok(config)
+                            })
+                            .collect()
+                    })
                 })
                 .build()
                 .expect("valid job"),
@@ -161,25 +180,26 @@ pub fn chain_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<Partiti
     let job = FnJob::builder("//bench:chain")
         .pattern(r"chain/date=(?P<date>\d{4}-\d{2}-\d{2})")
         .config(move |outputs: &[PartitionRef]| {
-            calls.0.fetch_add(1, Ordering::Relaxed);
-            outputs
-                .iter()
-                .map(|o| {
-                    let d = o
-                        .as_str()
-                        .strip_prefix("chain/date=")
-                        .and_then(day)
-                        .ok_or_else(|| format!("bad ref {o}"))?;
-                    let mut config = JobConfig::new([o.clone()]);
-                    if d > FIRST_DAY {
-                        config = config.materialize(PartitionRef::from_string(format!(
-                            "chain/date={}",
-                            date(d - 1)
-                        ))?);
-                    }
-                    Ok(config)
-                })
-                .collect()
+            calls.record(|| {
+                outputs
+                    .iter()
+                    .map(|o| {
+                        let d = o
+                            .as_str()
+                            .strip_prefix("chain/date=")
+                            .and_then(day)
+                            .ok_or_else(|| format!("bad ref {o}"))?;
+                        let mut config = JobConfig::new([o.clone()]);
+                        if d > FIRST_DAY {
+                            config = config.materialize(PartitionRef::from_string(format!(
+                                "chain/date={}",
+                                date(d - 1)
+                            ))?);
+                        }
+                        Ok(config)
+                    })
+                    .collect()
+            })
         })
         .build()
         .expect("valid job");
