@@ -8,6 +8,7 @@
 //! and [`JsonlBel`] (one JSON event per line with a CRC32C checksum); the
 //! SQLite store lives in its own crate.
 
+pub mod check;
 mod error;
 mod event;
 mod filter;

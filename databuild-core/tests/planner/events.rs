@@ -27,6 +27,7 @@ async fn analyze(graph: Graph, request: &[&str]) -> (MemoryBel, Result<JobGraph,
     let result = planner.analyze_request(&req).await;
     let events = log(&bel).await;
     assert!(!events.is_empty());
+    databuild_core::bel::check::check_log(&events).unwrap();
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1, "gap-free seqs");
         assert_eq!(e.build_request_id, "req-1", "every analyze event names its request");
