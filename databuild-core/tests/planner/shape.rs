@@ -248,3 +248,62 @@ async fn renders_mermaid_and_dot() {
     );
     assert!(dot.trim_end().ends_with('}'));
 }
+
+/// A job whose config waits at a barrier: it only finishes if the other
+/// jobs of its wave are configured at the same time.
+#[derive(Debug)]
+struct BarrierJob {
+    label: databuild_core::JobLabel,
+    patterns: Vec<databuild_core::PartitionPattern>,
+    barrier: Arc<tokio::sync::Barrier>,
+}
+
+#[async_trait::async_trait]
+impl databuild_core::DataBuildJob for BarrierJob {
+    fn label(&self) -> &databuild_core::JobLabel {
+        &self.label
+    }
+    fn patterns(&self) -> &[databuild_core::PartitionPattern] {
+        &self.patterns
+    }
+    async fn config(
+        &self,
+        outputs: &[PartitionRef],
+    ) -> Result<Vec<databuild_core::JobConfig>, databuild_core::JobConfigError> {
+        self.barrier.wait().await;
+        Ok(outputs
+            .iter()
+            .map(|o| databuild_core::JobConfig::new([o.clone()]))
+            .collect())
+    }
+    fn launch(&self) -> databuild_core::Launch {
+        databuild_core::Launch::Process(databuild_core::job::ProcessLaunch::new(vec![
+            "true".into(),
+        ]))
+    }
+}
+
+#[tokio::test]
+async fn a_waves_config_calls_run_concurrently() {
+    let barrier = Arc::new(tokio::sync::Barrier::new(3));
+    let mut graph = databuild_core::Graph::builder();
+    for name in ["a", "b", "c"] {
+        graph = graph.job(BarrierJob {
+            label: databuild_core::JobLabel::new(format!("//{name}")).unwrap(),
+            patterns: vec![databuild_core::PartitionPattern::new(&format!("{name}/.*")).unwrap()],
+            barrier: Arc::clone(&barrier),
+        });
+    }
+    let planner = Planner::new(graph.build().unwrap()).with_config_concurrency(3);
+    // With the three calls in flight together the barrier opens; if they ran
+    // one at a time the first would wait forever (the guard turns that into
+    // a failure instead of a hang).
+    let plan = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        planner.analyze(&[r("a/1"), r("b/1"), r("c/1")]),
+    )
+    .await
+    .expect("config calls of one wave run concurrently")
+    .unwrap();
+    assert_eq!(plan.len(), 3);
+}
