@@ -4,6 +4,6 @@
 mod common;
 mod cycles;
 mod errors;
-// mod events;
+mod events;
 mod props;
 mod shape;
