@@ -55,7 +55,9 @@ impl Inner {
 
     fn read(&self, since: u64, filter: &EventFilter, limit: usize) -> (Vec<BuildEvent>, u64) {
         let events = self.read_events();
-        let start = usize::try_from(since).unwrap_or(usize::MAX).min(events.len());
+        let start = usize::try_from(since)
+            .unwrap_or(usize::MAX)
+            .min(events.len());
         let page = events[start..]
             .iter()
             .filter(|e| filter.matches(e))
@@ -115,13 +117,20 @@ impl BelSink for MemoryBel {
         filter: EventFilter,
     ) -> BoxStream<'static, Result<BuildEvent, BelError>> {
         let wake = self.inner.head.wake();
-        subscribe_via_reads(Arc::clone(&self.inner) as Arc<dyn PageReader>, wake, since, filter)
+        subscribe_via_reads(
+            Arc::clone(&self.inner) as Arc<dyn PageReader>,
+            wake,
+            since,
+            filter,
+        )
     }
 
     async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobDigest, BelError> {
         let digest = BlobDigest::of(&bytes);
         let mut blobs = self.inner.blobs.lock().unwrap_or_else(|e| e.into_inner());
-        blobs.entry(digest.clone()).or_insert_with(|| Arc::from(bytes));
+        blobs
+            .entry(digest.clone())
+            .or_insert_with(|| Arc::from(bytes));
         Ok(digest)
     }
 

@@ -138,7 +138,10 @@ pub fn subscribe_via_reads(
                     if rx.wait_for(|head| *head > cursor).await.is_err() {
                         // The sink is gone: one last read, then end.
                         s.done = true;
-                        let last = s.reader.read_page(s.cursor, s.filter.clone(), usize::MAX).await;
+                        let last = s
+                            .reader
+                            .read_page(s.cursor, s.filter.clone(), usize::MAX)
+                            .await;
                         match last {
                             Ok((events, _)) => s.buffer.extend(events),
                             Err(e) => return Some((Err(e), s)),

@@ -1,1 +1,12 @@
-//! Conformance suites (stub; being written).
+//! Conformance suites that every backend runs from its own tests, the way
+//! object_store's shared integration suite is run by each store.
+//!
+//! - [`sink`]: checks every [`BelSink`](crate::BelSink) must pass. A sink's
+//!   `tests/` implements [`sink::SinkHarness`] and calls
+//!   [`sink::run_all`], plus [`sink::sigkilled_writer_keeps_acknowledged_appends`]
+//!   for durable sinks.
+//!
+//! Compiled with the `testkit` feature. Not covered by semver: checks are
+//! added as the contract is sharpened.
+
+pub mod sink;

@@ -20,7 +20,10 @@ fn strs(refs: &[databuild_core::proto::PartitionRef]) -> Vec<&str> {
     refs.iter().map(|r| r.str.as_str()).collect()
 }
 
-async fn analyze(graph: Graph, request: &[&str]) -> (MemoryBel, Result<JobGraph, databuild_core::PlanError>) {
+async fn analyze(
+    graph: Graph,
+    request: &[&str],
+) -> (MemoryBel, Result<JobGraph, databuild_core::PlanError>) {
     let bel = MemoryBel::new();
     let planner = Planner::new(graph).with_bel(Arc::new(bel.clone()));
     let req = AnalyzeRequest::new(request.iter().map(|s| r(s))).with_build_request_id("req-1");
@@ -30,7 +33,10 @@ async fn analyze(graph: Graph, request: &[&str]) -> (MemoryBel, Result<JobGraph,
     databuild_core::bel::check::check_log(&events).unwrap();
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1, "gap-free seqs");
-        assert_eq!(e.build_request_id, "req-1", "every analyze event names its request");
+        assert_eq!(
+            e.build_request_id, "req-1",
+            "every analyze event names its request"
+        );
         assert!(e.timestamp_ns > 0);
     }
     (bel, result)
@@ -38,8 +44,16 @@ async fn analyze(graph: Graph, request: &[&str]) -> (MemoryBel, Result<JobGraph,
 
 #[tokio::test]
 async fn success() {
-    let d = deps(&[("c/1", &["b/1", "b/2"]), ("b/1", &["a/1"]), ("b/2", &["a/1"])]);
-    let (bel, result) = analyze(table_graph(&["a", "b", "c"], &d, &Calls::default()), &["c/1"]).await;
+    let d = deps(&[
+        ("c/1", &["b/1", "b/2"]),
+        ("b/1", &["a/1"]),
+        ("b/2", &["a/1"]),
+    ]);
+    let (bel, result) = analyze(
+        table_graph(&["a", "b", "c"], &d, &Calls::default()),
+        &["c/1"],
+    )
+    .await;
     let plan = result.unwrap();
     let events = log(&bel).await;
     assert_eq!(
@@ -58,7 +72,9 @@ async fn success() {
             "job_graph_emitted",
         ]
     );
-    let Some(Event::AnalyzeStarted(s)) = &events[0].event else { unreachable!() };
+    let Some(Event::AnalyzeStarted(s)) = &events[0].event else {
+        unreachable!()
+    };
     assert_eq!(strs(&s.requested), ["c/1"]);
     assert_eq!(strs(&s.missing), ["c/1"]);
     let waves: Vec<(u32, String, Vec<&str>)> = events
@@ -78,9 +94,13 @@ async fn success() {
             (2, "//a".to_owned(), vec!["a/1"]),
         ]
     );
-    let Some(Event::JobConfigSucceeded(c)) = &events[6].event else { unreachable!() };
+    let Some(Event::JobConfigSucceeded(c)) = &events[6].event else {
+        unreachable!()
+    };
     assert_eq!(c.configs, 2);
-    let Some(Event::JobGraphEmitted(g)) = &events[10].event else { unreachable!() };
+    let Some(Event::JobGraphEmitted(g)) = &events[10].event else {
+        unreachable!()
+    };
     assert_eq!((g.tasks, g.edges), (4, 4));
     assert_eq!(g.plan_digest, plan.digest());
     // The plan is stored as a blob under its digest.
@@ -92,7 +112,11 @@ async fn success() {
 #[tokio::test]
 async fn wave_events_come_in_job_label_order() {
     let d = deps(&[("z/1", &["b/1", "a/1"])]);
-    let (bel, result) = analyze(table_graph(&["z", "b", "a"], &d, &Calls::default()), &["z/1"]).await;
+    let (bel, result) = analyze(
+        table_graph(&["z", "b", "a"], &d, &Calls::default()),
+        &["z/1"],
+    )
+    .await;
     result.unwrap();
     let jobs: Vec<String> = log(&bel)
         .await
@@ -125,10 +149,17 @@ async fn cycle() {
             "analyze_failed",
         ]
     );
-    let Some(Event::CycleDetected(c)) = &events[7].event else { unreachable!() };
+    let Some(Event::CycleDetected(c)) = &events[7].event else {
+        unreachable!()
+    };
     assert_eq!(strs(&c.cycle), ["a/1", "b/1", "a/1"]);
-    assert_eq!(c.jobs.iter().map(|j| j.label.as_str()).collect::<Vec<_>>(), ["//a", "//b"]);
-    let Some(Event::AnalyzeFailed(f)) = &events[8].event else { unreachable!() };
+    assert_eq!(
+        c.jobs.iter().map(|j| j.label.as_str()).collect::<Vec<_>>(),
+        ["//a", "//b"]
+    );
+    let Some(Event::AnalyzeFailed(f)) = &events[8].event else {
+        unreachable!()
+    };
     assert!(f.reason.starts_with("cycle detected"), "{}", f.reason);
 }
 
@@ -149,9 +180,15 @@ async fn unmatched_ref() {
             "analyze_failed",
         ]
     );
-    let Some(Event::PartitionDispatchFailed(f)) = &events[4].event else { unreachable!() };
+    let Some(Event::PartitionDispatchFailed(f)) = &events[4].event else {
+        unreachable!()
+    };
     assert_eq!(strs(&f.refs), ["zz/1"]);
-    assert!(f.reason.contains("no job produces partition \"zz/1\""), "{}", f.reason);
+    assert!(
+        f.reason.contains("no job produces partition \"zz/1\""),
+        "{}",
+        f.reason
+    );
 }
 
 #[tokio::test]
@@ -168,11 +205,21 @@ async fn ambiguous_ref() {
     let events = log(&bel).await;
     assert_eq!(
         kinds(&events),
-        ["analyze_started", "partition_dispatch_failed", "analyze_failed"]
+        [
+            "analyze_started",
+            "partition_dispatch_failed",
+            "analyze_failed"
+        ]
     );
-    let Some(Event::PartitionDispatchFailed(f)) = &events[1].event else { unreachable!() };
+    let Some(Event::PartitionDispatchFailed(f)) = &events[1].event else {
+        unreachable!()
+    };
     assert_eq!(strs(&f.refs), ["x/1/0"]);
-    assert!(f.reason.contains("//one") && f.reason.contains("//two"), "{}", f.reason);
+    assert!(
+        f.reason.contains("//one") && f.reason.contains("//two"),
+        "{}",
+        f.reason
+    );
 }
 
 #[tokio::test]
@@ -184,7 +231,9 @@ async fn config_failure() {
         .unwrap();
     let ok = FnJob::builder("//good")
         .pattern("y/.*")
-        .config(|outs: &[PartitionRef]| Ok(outs.iter().map(|o| JobConfig::new([o.clone()])).collect()))
+        .config(|outs: &[PartitionRef]| {
+            Ok(outs.iter().map(|o| JobConfig::new([o.clone()])).collect())
+        })
         .build()
         .unwrap();
     let graph = Graph::builder().job(ok).job(job).build().unwrap();
@@ -205,7 +254,9 @@ async fn config_failure() {
             "analyze_failed",
         ]
     );
-    let Some(Event::JobConfigRunFailed(f)) = &events[3].event else { unreachable!() };
+    let Some(Event::JobConfigRunFailed(f)) = &events[3].event else {
+        unreachable!()
+    };
     assert_eq!(f.job.as_ref().unwrap().label, "//bad");
     assert_eq!(f.reason, "job //bad: config failed: boom");
 }
@@ -244,6 +295,8 @@ async fn nothing_missing() {
     assert!(plan.is_empty());
     let events = log(&bel).await;
     assert_eq!(kinds(&events), ["analyze_started", "job_graph_emitted"]);
-    let Some(Event::AnalyzeStarted(s)) = &events[0].event else { unreachable!() };
+    let Some(Event::AnalyzeStarted(s)) = &events[0].event else {
+        unreachable!()
+    };
     assert!(s.missing.is_empty());
 }
