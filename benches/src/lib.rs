@@ -76,6 +76,15 @@ pub fn day(date: &str) -> Option<i64> {
     Some(era * 146_097 + doe - 719_468)
 }
 
+/// The day number of a ref `<prefix>YYYY-MM-DD`.
+fn day_of(partition: &PartitionRef, prefix: &str) -> Result<i64, String> {
+    partition
+        .as_str()
+        .strip_prefix(prefix)
+        .and_then(day)
+        .ok_or_else(|| format!("bad ref {partition}"))
+}
+
 /// First day of the synthetic calendars (2000-01-01).
 pub const FIRST_DAY: i64 = 10_957;
 
@@ -150,11 +159,7 @@ pub fn daily_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<Partiti
                         outputs
                             .iter()
                             .map(|o| {
-                                let d = o
-                                    .as_str()
-                                    .strip_prefix(prefix.as_str())
-                                    .and_then(day)
-                                    .ok_or_else(|| format!("bad ref {o}"))?;
+                                let d = day_of(o, &prefix)?;
                                 let mut config = JobConfig::new([o.clone()]);
                                 add_upstream(&mut config, &calendar, job, d);
                                 Ok(config)
@@ -184,11 +189,7 @@ pub fn chain_graph(days: usize, calls: &Arc<ConfigCalls>) -> (Graph, Vec<Partiti
                 outputs
                     .iter()
                     .map(|o| {
-                        let d = o
-                            .as_str()
-                            .strip_prefix("chain/date=")
-                            .and_then(day)
-                            .ok_or_else(|| format!("bad ref {o}"))?;
+                        let d = day_of(o, "chain/date=")?;
                         let mut config = JobConfig::new([o.clone()]);
                         if d > FIRST_DAY {
                             config = config.materialize(PartitionRef::from_string(format!(

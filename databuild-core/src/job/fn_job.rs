@@ -119,13 +119,7 @@ impl DataBuildJob for FnJob {
             job: self.label.clone(),
             reason: e.to_string(),
         })?;
-        if let Some(hints) = &self.hints {
-            for c in &mut configs {
-                if *c.hints == SchedulingHints::default() {
-                    c.hints = Arc::clone(hints);
-                }
-            }
-        }
+        super::apply_default_hints(&mut configs, self.hints.as_ref());
         Ok(configs)
     }
 
@@ -200,18 +194,7 @@ impl FnJobBuilder {
     /// function gets one that does nothing (useful for planning only).
     pub fn build(self) -> Result<FnJob, JobDefinitionError> {
         let label = JobLabel::new(&self.label)?;
-        if self.patterns.is_empty() {
-            return Err(JobDefinitionError::NoPatterns { job: self.label });
-        }
-        let patterns = self
-            .patterns
-            .iter()
-            .map(|p| PartitionPattern::new(p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| JobDefinitionError::Pattern {
-                job: self.label.clone(),
-                source,
-            })?;
+        let patterns = super::compile_patterns(&self.label, &self.patterns)?;
         let config = self.config.ok_or_else(|| JobDefinitionError::Missing {
             job: self.label.clone(),
             what: "config function",

@@ -71,6 +71,37 @@ pub trait DataBuildJob: Send + Sync + fmt::Debug {
     }
 }
 
+/// Compiles a job's patterns, naming the job in errors (job builders).
+pub(crate) fn compile_patterns(
+    job: &str,
+    patterns: &[String],
+) -> Result<Vec<PartitionPattern>, JobDefinitionError> {
+    if patterns.is_empty() {
+        return Err(JobDefinitionError::NoPatterns {
+            job: job.to_owned(),
+        });
+    }
+    patterns
+        .iter()
+        .map(|p| PartitionPattern::new(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| JobDefinitionError::Pattern {
+            job: job.to_owned(),
+            source,
+        })
+}
+
+/// Gives a job's default hints to every config that sets none of its own.
+pub(crate) fn apply_default_hints(configs: &mut [JobConfig], hints: Option<&Arc<SchedulingHints>>) {
+    if let Some(hints) = hints {
+        for c in configs {
+            if *c.hints == SchedulingHints::default() {
+                c.hints = Arc::clone(hints);
+            }
+        }
+    }
+}
+
 macro_rules! forward_job {
     ($($ptr:ty),*) => {$(
         #[async_trait]

@@ -217,13 +217,7 @@ impl ProcessJob {
                 output: quote_bytes(&out, QUOTE),
             },
         })?;
-        if let Some(hints) = &self.hints {
-            for c in &mut configs {
-                if *c.hints == SchedulingHints::default() {
-                    c.hints = Arc::clone(hints);
-                }
-            }
-        }
+        super::apply_default_hints(&mut configs, self.hints.as_ref());
         Ok(configs)
     }
 }
@@ -363,18 +357,7 @@ impl ProcessJobBuilder {
                 what: "entrypoint (argv)",
             });
         }
-        if self.patterns.is_empty() {
-            return Err(JobDefinitionError::NoPatterns { job: self.label });
-        }
-        let patterns = self
-            .patterns
-            .iter()
-            .map(|p| PartitionPattern::new(p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| JobDefinitionError::Pattern {
-                job: self.label.clone(),
-                source,
-            })?;
+        let patterns = super::compile_patterns(&self.label, &self.patterns)?;
         let mut launch = ProcessLaunch::new(self.argv);
         launch.env = self.env;
         launch.working_dir = self.working_dir;
