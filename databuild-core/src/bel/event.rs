@@ -25,6 +25,8 @@ impl Event {
             Event::BuildSucceeded(_) => "build_succeeded",
             Event::BuildFailed(_) => "build_failed",
             Event::BuildCanceled(_) => "build_canceled",
+            Event::BuildPlanning(_) => "build_planning",
+            Event::BuildExecuting(_) => "build_executing",
             Event::AnalyzeStarted(_) => "analyze_started",
             Event::PartitionsDispatched(_) => "partitions_dispatched",
             Event::PartitionDispatchFailed(_) => "partition_dispatch_failed",
