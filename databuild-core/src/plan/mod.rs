@@ -247,11 +247,6 @@ impl JobGraph {
         self.index.reserve(outputs);
     }
 
-    /// Mutable access to a task, for the planner (interning refs).
-    pub(crate) fn task_mut(&mut self, id: TaskId) -> &mut Task {
-        &mut self.tasks[id.index()]
-    }
-
     /// Adds the edge `from -> to` carrying `partition`, unless it would close
     /// a cycle.
     pub(crate) fn connect(
