@@ -31,8 +31,8 @@
 mod availability;
 mod error;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -275,7 +275,11 @@ impl Expansion<'_> {
 
     async fn run(&mut self, plan: &mut JobGraph) -> Result<(), PlanError> {
         let mut frontier = Vec::new();
+        let mut asked: HashSet<&PartitionRef, RandomState> = HashSet::default();
         for r in &self.request.requested {
+            if !asked.insert(r) {
+                continue;
+            }
             plan.add_requested(r.clone());
             match plan.index_mut().get(r) {
                 Some(Slot::Produced(_) | Slot::Waiting { .. }) => continue,
@@ -319,7 +323,9 @@ impl Expansion<'_> {
 
     /// Records a partition that is not planned: available or building.
     fn settle(plan: &mut JobGraph, r: PartitionRef, status: PartitionStatusView) {
-        plan.index_mut().insert(r.clone(), Slot::Settled);
+        if plan.index_mut().insert(r.clone(), Slot::Settled) == Some(Slot::Settled) {
+            return;
+        }
         match status {
             PartitionStatusView::Building { job_run_id } => plan.add_in_progress(r, job_run_id),
             _ => plan.add_available(r),

@@ -117,6 +117,19 @@ async fn building_partitions_are_waited_on_and_tainted_ones_rebuilt() {
     assert_eq!(plan.in_progress().len(), 1);
     assert_eq!(plan.in_progress()[0].partition, r("a/1"));
     assert_eq!(plan.in_progress()[0].job_run_id, "run-7");
+
+    // Asking for it again, even forced, waits on the same run: never a
+    // second build of a partition that is being built.
+    let mut plan = plan;
+    planner
+        .extend(
+            &mut plan,
+            &AnalyzeRequest::new([r("a/1"), r("a/1")]).force(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan.len(), 2);
+    assert_eq!(plan.in_progress().len(), 1);
 }
 
 #[tokio::test]
@@ -156,6 +169,11 @@ async fn a_batching_config_covers_several_outputs() {
         .await
         .unwrap();
     assert_eq!(plan.len(), 1);
+    assert_eq!(
+        plan.requested(),
+        &[r("x/1"), r("x/2")],
+        "duplicates are asked once"
+    );
     let (_, task) = plan.tasks().next().unwrap();
     assert_eq!(task.config.outputs, vec![r("x/1"), r("x/2")]);
     assert_eq!(plan.producer(&r("x/2")), plan.producer(&r("x/1")));
