@@ -91,6 +91,7 @@
 //! minor release.
 
 pub mod bel;
+pub mod executor;
 pub mod graph;
 pub mod job;
 pub mod partition;
@@ -101,6 +102,7 @@ pub mod proto;
 pub mod testkit;
 
 pub use bel::{BelError, BelSink, BuildEvent, EventFilter, JsonlBel, MemoryBel};
+pub use executor::{Executor, ExecutorError, InProcessExecutor, JobRunSpec, Outcome, RunUpdate};
 pub use graph::{DataBuildGraph, Graph, GraphBuilder, GraphError};
 #[cfg(feature = "process")]
 pub use job::ProcessJob;

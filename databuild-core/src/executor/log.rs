@@ -1,0 +1,265 @@
+//! The per-run log: one JSON object per line, `{"time_ns":…,"stream":…,"text":…}`,
+//! in `<state_dir>/logs/<yyyy-mm-dd>/<job_run_id>.jsonl`. Output is streamed
+//! line by line and lines are capped, so a run that prints gigabytes, or one
+//! endless line, never makes anyone hold it whole.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+use crate::bel::now_ns;
+
+/// Which stream a log record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// The job's stdout.
+    Stdout,
+    /// The job's stderr.
+    Stderr,
+    /// The executor's own entries about the run (launch, exit, cancel).
+    Executor,
+}
+
+/// One line of a run's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Unix nanoseconds when the line was read.
+    pub time_ns: i64,
+    /// Where it came from.
+    pub stream: Stream,
+    /// The text (invalid UTF-8 replaced).
+    pub text: String,
+    /// True when this is a piece of a line longer than the cap; the line
+    /// goes on in the next record of the same stream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+}
+
+/// `<state_dir>/logs/<yyyy-mm-dd>/<job_run_id>.jsonl`, the date in UTC at
+/// `time_ns`. File names come from ids, never from partition refs.
+pub fn log_path(state_dir: &Path, job_run_id: &str, time_ns: i64) -> PathBuf {
+    state_dir
+        .join("logs")
+        .join(utc_date(time_ns))
+        .join(format!("{job_run_id}.jsonl"))
+}
+
+/// The UTC date of a Unix time in nanoseconds, as `YYYY-MM-DD`.
+fn utc_date(time_ns: i64) -> String {
+    // Days to civil date (H. Hinnant's algorithm).
+    let z = time_ns.div_euclid(86_400_000_000_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Splits a byte stream into lines of at most `cap` bytes, holding at most
+/// `cap` bytes at a time.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl LineSplitter {
+    /// Default cap on a line: 1 MiB.
+    pub const DEFAULT_CAP: usize = 1 << 20;
+
+    /// A splitter with a cap (at least 1).
+    pub fn new(cap: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Feeds a chunk; calls `line(bytes, partial)` for each complete line
+    /// (without its newline) and for each `cap`-sized piece of a longer one.
+    pub fn push(&mut self, mut chunk: &[u8], mut line: impl FnMut(&[u8], bool)) {
+        while !chunk.is_empty() {
+            let room = self.cap - self.buf.len();
+            let window = &chunk[..chunk.len().min(room + 1)];
+            match window.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    if self.buf.is_empty() {
+                        line(&chunk[..i], false);
+                    } else {
+                        self.buf.extend_from_slice(&chunk[..i]);
+                        line(&self.buf, false);
+                        self.buf.clear();
+                    }
+                    chunk = &chunk[i + 1..];
+                }
+                None => {
+                    let take = chunk.len().min(room);
+                    self.buf.extend_from_slice(&chunk[..take]);
+                    chunk = &chunk[take..];
+                    if self.buf.len() == self.cap && !chunk.is_empty() && chunk[0] != b'\n' {
+                        line(&self.buf, true);
+                        self.buf.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the stream: a last line without a newline is passed on.
+    pub fn finish(&mut self, mut line: impl FnMut(&[u8], bool)) {
+        if !self.buf.is_empty() {
+            line(&self.buf, false);
+            self.buf.clear();
+        }
+    }
+}
+
+/// Writes one run's log file.
+#[derive(Debug)]
+pub struct RunLog {
+    path: PathBuf,
+    file: BufWriter<tokio::fs::File>,
+    line: Vec<u8>,
+}
+
+impl RunLog {
+    /// Creates the log (and its directory); appends if it exists.
+    pub async fn create(path: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let path = path.into();
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await?;
+        Ok(Self {
+            path,
+            file: BufWriter::with_capacity(64 << 10, file),
+            line: Vec::new(),
+        })
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record.
+    pub async fn write(
+        &mut self,
+        stream: Stream,
+        text: &[u8],
+        partial: bool,
+    ) -> std::io::Result<()> {
+        let record = LogRecord {
+            time_ns: now_ns(),
+            stream,
+            text: String::from_utf8_lossy(text).into_owned(),
+            partial,
+        };
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &record).map_err(std::io::Error::other)?;
+        self.line.push(b'\n');
+        self.file.write_all(&self.line).await
+    }
+
+    /// Appends an executor entry.
+    pub async fn note(&mut self, text: &str) -> std::io::Result<()> {
+        self.write(Stream::Executor, text.as_bytes(), false).await
+    }
+
+    /// Flushes buffered records to the file.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(cap: usize, chunks: &[&[u8]]) -> Vec<(String, bool)> {
+        let mut s = LineSplitter::new(cap);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, |l, p| {
+                out.push((String::from_utf8_lossy(l).into_owned(), p))
+            });
+        }
+        s.finish(|l, p| out.push((String::from_utf8_lossy(l).into_owned(), p)));
+        out
+    }
+
+    #[test]
+    fn splits_lines_across_chunks() {
+        let got = split(100, &[b"ab", b"c\nde\n\nf", b"g"]);
+        let want = [("abc", false), ("de", false), ("", false), ("fg", false)];
+        assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b)));
+    }
+
+    #[test]
+    fn caps_long_lines_in_pieces() {
+        let got = split(4, &[b"0123456789\nxy"]);
+        let want = [("0123", true), ("4567", true), ("89", false), ("xy", false)];
+        assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b)));
+        // A line exactly at the cap is whole.
+        assert_eq!(split(4, &[b"abcd\n"]), vec![("abcd".to_owned(), false)]);
+        assert_eq!(
+            split(4, &[b"ab", b"cd", b"\n"]),
+            vec![("abcd".to_owned(), false)]
+        );
+    }
+
+    #[test]
+    fn a_huge_line_is_never_held_whole() {
+        let mut s = LineSplitter::new(1024);
+        let chunk = vec![b'x'; 64 << 10];
+        let mut pieces = 0;
+        for _ in 0..160 {
+            s.push(&chunk, |l, partial| {
+                assert!(l.len() <= 1024 && partial);
+                pieces += 1;
+            });
+            assert!(s.buf.len() <= 1024);
+        }
+        assert_eq!(pieces, 160 * 64 - 1);
+    }
+
+    #[test]
+    fn paths_are_dated_and_named_after_the_run() {
+        let p = log_path(Path::new("/state"), "0190-run", 1_704_067_200_000_000_000);
+        assert_eq!(p, Path::new("/state/logs/2024-01-01/0190-run.jsonl"));
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(951_782_400_000_000_000), "2000-02-29");
+    }
+
+    #[tokio::test]
+    async fn writes_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/d/run.jsonl");
+        let mut log = RunLog::create(&path).await.unwrap();
+        log.write(Stream::Stdout, b"hello \xff", false)
+            .await
+            .unwrap();
+        log.note("exited with exit code 0").await.unwrap();
+        log.flush().await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let records: Vec<LogRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].stream, Stream::Stdout);
+        assert_eq!(records[0].text, "hello \u{fffd}");
+        assert!(!text.contains("partial"));
+        assert_eq!(records[1].stream, Stream::Executor);
+    }
+}
