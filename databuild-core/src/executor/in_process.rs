@@ -55,14 +55,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[async_trait]
 impl Executor for InProcessExecutor {
     fn info(&self) -> ExecutorInfo {
-        ExecutorInfo::new(
-            Self::NAME,
-            Capabilities {
-                can_cancel: true,
-                reports_heartbeats: false,
-                ..Capabilities::default()
-            },
-        )
+        ExecutorInfo::new(Self::NAME, Capabilities::default().with_cancel(true))
     }
 
     async fn launch(&self, spec: JobRunSpec) -> Result<RunUpdates, ExecutorError> {

@@ -150,6 +150,36 @@ pub struct Capabilities {
     pub reports_heartbeats: bool,
 }
 
+impl Capabilities {
+    /// Sets whether runs can be stopped on request.
+    #[must_use]
+    pub fn with_cancel(mut self, yes: bool) -> Self {
+        self.can_cancel = yes;
+        self
+    }
+
+    /// Sets whether runs can be recovered after the orchestrator.
+    #[must_use]
+    pub fn with_recover(mut self, yes: bool) -> Self {
+        self.can_recover = yes;
+        self
+    }
+
+    /// Sets whether runs see a file system of their own.
+    #[must_use]
+    pub fn with_isolated_fs(mut self, yes: bool) -> Self {
+        self.isolated_fs = yes;
+        self
+    }
+
+    /// Sets whether the backend reports heartbeats of its own.
+    #[must_use]
+    pub fn with_heartbeats(mut self, yes: bool) -> Self {
+        self.reports_heartbeats = yes;
+        self
+    }
+}
+
 /// A backend's name, capabilities and labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -1,0 +1,377 @@
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use databuild_core::executor::{
+    Capabilities, Executor, ExecutorError, ExecutorInfo, ExitStatus, JobRunSpec, LineKind,
+    LineSplitter, Outcome, OutputScanner, RunLog, RunUpdate, RunUpdates, Stream,
+};
+use databuild_core::job::protocol::encode_config;
+use databuild_core::{JobConfig, Launch};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::LocalConfig;
+use crate::proc_stats;
+
+/// Runs job runs as local processes (direct mode: each run is a child of
+/// this process, in a process group of its own).
+///
+/// A run is `<entrypoint> exec <config.args...>` with the config JSON on
+/// stdin and in `DATABUILD_CONFIG_FILE` (`<state_dir>/runs/<job_run_id>/config.json`,
+/// created exclusively: launching one job run id twice is refused), the
+/// job's and the config's environment plus the `DATABUILD_*` variables.
+/// Stdout and stderr are read line by line (capped) into the run's log;
+/// stdout goes through the shared [`OutputScanner`], so marker lines decide
+/// the outcome and stay out of the log. While it runs, CPU time and
+/// resident memory of the process are reported as heartbeats.
+///
+/// A run ends when its process exits; its pipes are then drained for
+/// [`LocalConfig::drain_grace`] and whatever is left of its process group
+/// (a daemon it started) is killed. Cancel sends SIGTERM to the group and
+/// SIGKILL after [`LocalConfig::kill_grace`]; `Canceled` is reported once
+/// the process is reaped.
+#[derive(Debug, Clone)]
+pub struct LocalExecutor {
+    config: Arc<LocalConfig>,
+    runs: Arc<Mutex<HashMap<String, Arc<CancelRequest>>>>,
+}
+
+/// A cancellation asked of one run.
+#[derive(Debug, Default)]
+struct CancelRequest {
+    reason: Mutex<Option<String>>,
+    notify: Notify,
+}
+
+impl LocalExecutor {
+    /// The executor's name in events and errors.
+    pub const NAME: &'static str = "local";
+
+    /// An executor with these settings.
+    pub fn new(config: LocalConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            runs: Arc::default(),
+        }
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<CancelRequest>>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn launch_error(spec: &JobRunSpec, reason: String, retryable: bool) -> ExecutorError {
+        ExecutorError::Launch {
+            job_run_id: spec.job_run_id.clone(),
+            reason,
+            retryable,
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn info(&self) -> ExecutorInfo {
+        let mut info = ExecutorInfo::new(
+            Self::NAME,
+            Capabilities::default()
+                .with_cancel(true)
+                .with_heartbeats(true),
+        );
+        info.labels = self.config.labels.clone();
+        info
+    }
+
+    async fn launch(&self, spec: JobRunSpec) -> Result<RunUpdates, ExecutorError> {
+        let Launch::Process(launch) = &spec.launch else {
+            return Err(ExecutorError::Incompatible {
+                backend: Self::NAME.to_owned(),
+                job: spec.job.to_string(),
+                reason: "only process jobs run here".to_owned(),
+            });
+        };
+        let Some(program) = launch.argv.first() else {
+            return Err(Self::launch_error(
+                &spec,
+                "the job has no entrypoint".into(),
+                false,
+            ));
+        };
+
+        // The launch key: a run directory made exclusively.
+        let runs_dir = self.config.state_dir.join("runs");
+        let run_dir = runs_dir.join(&spec.job_run_id);
+        let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+        tokio::fs::create_dir_all(&runs_dir)
+            .await
+            .map_err(|e| Self::launch_error(&spec, io(&runs_dir.display().to_string(), e), true))?;
+        match tokio::fs::create_dir(&run_dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Self::launch_error(
+                    &spec,
+                    "this job run was already launched".into(),
+                    false,
+                ));
+            }
+            Err(e) => {
+                return Err(Self::launch_error(
+                    &spec,
+                    io(&run_dir.display().to_string(), e),
+                    true,
+                ));
+            }
+        }
+        let config_json = encode_config(&spec.config);
+        let config_file = run_dir.join("config.json");
+        tokio::fs::write(&config_file, &config_json)
+            .await
+            .map_err(|e| {
+                Self::launch_error(&spec, io(&config_file.display().to_string(), e), true)
+            })?;
+        let mut log = RunLog::create(&spec.log_path).await.map_err(|e| {
+            Self::launch_error(&spec, io(&spec.log_path.display().to_string(), e), false)
+        })?;
+
+        let mut command = command(program, &launch.argv[1..], &spec.config);
+        command
+            .envs(&launch.env)
+            .envs(&spec.config.env)
+            .envs(spec.databuild_env())
+            .env("DATABUILD_CONFIG_FILE", &config_file);
+        if let Some(dir) = &launch.working_dir {
+            command.current_dir(dir);
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let reason = format!("cannot start {program:?}: {e}");
+                let _ = log.note(&reason).await;
+                let _ = log.flush().await;
+                let retryable = !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                );
+                return Err(Self::launch_error(&spec, reason, retryable));
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        let _ = log
+            .note(&format!("launched pid {pid}: {:?}", launch.argv))
+            .await;
+        let cancel = Arc::new(CancelRequest::default());
+        self.runs()
+            .insert(spec.job_run_id.clone(), Arc::clone(&cancel));
+
+        if let Some(mut stdin) = child.stdin.take() {
+            tokio::spawn(async move {
+                // A job that does not read its stdin closes it early: fine.
+                let _ = stdin.write_all(config_json.as_bytes()).await;
+            });
+        }
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let (tx, rx) = mpsc::channel(64);
+        let _ = tx
+            .send(RunUpdate::Running {
+                handle: format!("pid:{pid}"),
+            })
+            .await;
+        let runs = Arc::clone(&self.runs);
+        let config = Arc::clone(&self.config);
+        let job_run_id = spec.job_run_id.clone();
+        tokio::spawn(async move {
+            let run = Supervisor {
+                child,
+                pid,
+                log,
+                tx: tx.clone(),
+                cancel,
+                config,
+            };
+            let outcome = run.supervise(stdout, stderr).await;
+            runs.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&job_run_id);
+            let _ = tx.send(RunUpdate::Exited(outcome)).await;
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn cancel(&self, job_run_id: &str, reason: &str) -> Result<(), ExecutorError> {
+        let cancel =
+            self.runs()
+                .get(job_run_id)
+                .cloned()
+                .ok_or_else(|| ExecutorError::UnknownRun {
+                    job_run_id: job_run_id.to_owned(),
+                })?;
+        cancel
+            .reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| reason.to_owned());
+        cancel.notify.notify_one();
+        Ok(())
+    }
+}
+
+/// `<program> <args...> exec <config.args...>`, stdin and output piped, in a
+/// process group of its own.
+fn command(program: &str, args: &[String], config: &JobConfig) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .arg("exec")
+        .args(&config.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    command
+}
+
+/// Watches one run until it is gone.
+struct Supervisor {
+    child: Child,
+    pid: u32,
+    log: RunLog,
+    tx: mpsc::Sender<RunUpdate>,
+    cancel: Arc<CancelRequest>,
+    config: Arc<LocalConfig>,
+}
+
+/// Waits until `at`, or forever without a deadline.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    fn signal_group(&self, signal: Signal) {
+        if let Ok(pid) = i32::try_from(self.pid) {
+            // ESRCH: the group is already gone.
+            let _ = killpg(Pid::from_raw(pid), signal);
+        }
+    }
+
+    async fn supervise(
+        mut self,
+        stdout: Option<ChildStdout>,
+        stderr: Option<ChildStderr>,
+    ) -> Outcome {
+        let cap = self.config.line_cap;
+        let (mut out_split, mut err_split) = (LineSplitter::new(cap), LineSplitter::new(cap));
+        let mut scanner = OutputScanner::new();
+        let (mut out_open, mut err_open) = (stdout.is_some(), stderr.is_some());
+        let (mut stdout, mut stderr) = (stdout, stderr);
+        let mut out_buf = vec![0u8; 64 << 10];
+        let mut err_buf = vec![0u8; 16 << 10];
+        let mut lines: Vec<(Vec<u8>, bool)> = Vec::new();
+        let mut ticker = tokio::time::interval(self.config.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut status: Option<std::process::ExitStatus> = None;
+        let mut drain_until: Option<Instant> = None;
+        let mut kill_at: Option<Instant> = None;
+        let mut canceled: Option<String> = None;
+
+        while status.is_none() || out_open || err_open {
+            tokio::select! {
+                read = read_some(&mut stdout, &mut out_buf), if out_open => {
+                    let n = read;
+                    if n == 0 {
+                        out_open = false;
+                        out_split.finish(|l, p| lines.push((l.to_vec(), p)));
+                    } else {
+                        out_split.push(&out_buf[..n], |l, p| lines.push((l.to_vec(), p)));
+                    }
+                    for (line, partial) in lines.drain(..) {
+                        let kind = if partial { LineKind::Output } else { scanner.line(&line) };
+                        if kind == LineKind::Output {
+                            let _ = self.log.write(Stream::Stdout, &line, partial).await;
+                        }
+                    }
+                }
+                read = read_some(&mut stderr, &mut err_buf), if err_open => {
+                    let n = read;
+                    if n == 0 {
+                        err_open = false;
+                        err_split.finish(|l, p| lines.push((l.to_vec(), p)));
+                    } else {
+                        err_split.push(&err_buf[..n], |l, p| lines.push((l.to_vec(), p)));
+                    }
+                    for (line, partial) in lines.drain(..) {
+                        let _ = self.log.write(Stream::Stderr, &line, partial).await;
+                    }
+                }
+                exited = self.child.wait(), if status.is_none() => {
+                    status = Some(exited.unwrap_or_else(|e| {
+                        // Nothing left to wait for: report it as a failure.
+                        tracing::warn!(pid = self.pid, error = %e, "waiting for a job run failed");
+                        std::os::unix::process::ExitStatusExt::from_raw(255 << 8)
+                    }));
+                    drain_until = Some(Instant::now() + self.config.drain_grace);
+                }
+                _ = ticker.tick(), if status.is_none() => {
+                    let (cpu_ms, rss_bytes) = match proc_stats::sample(self.pid) {
+                        Some((cpu, rss)) => (Some(cpu), Some(rss)),
+                        None => (None, None),
+                    };
+                    let _ = self.tx.send(RunUpdate::Heartbeat { cpu_ms, rss_bytes }).await;
+                }
+                () = self.cancel.notify.notified(), if canceled.is_none() && status.is_none() => {
+                    let reason = self.cancel.reason.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+                    let _ = self.log.note(&format!("cancel requested ({reason}): SIGTERM to the process group")).await;
+                    self.signal_group(Signal::SIGTERM);
+                    kill_at = Some(Instant::now() + self.config.kill_grace);
+                    canceled = Some(reason);
+                }
+                () = sleep_until_some(kill_at), if status.is_none() => {
+                    let _ = self.log.note("still running after the kill grace: SIGKILL to the process group").await;
+                    self.signal_group(Signal::SIGKILL);
+                    kill_at = None;
+                }
+                () = sleep_until_some(drain_until) => {
+                    let _ = self.log.note("pipes still open after the process exited: killing the rest of its group").await;
+                    break;
+                }
+            }
+        }
+        // Whatever the job left behind in its group goes with it.
+        self.signal_group(Signal::SIGKILL);
+        let exit = status.map_or(ExitStatus::Code(255), exit_status);
+        let outcome = match canceled {
+            Some(reason) => Outcome::Canceled { reason },
+            None => scanner.finish(exit),
+        };
+        let _ = self.log.note(&format!("exited with {exit}")).await;
+        let _ = self.log.flush().await;
+        outcome
+    }
+}
+
+/// Reads from a pipe; 0 at its end or on an error (the pipe is done).
+async fn read_some<R: AsyncReadExt + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> usize {
+    match pipe {
+        Some(p) => p.read(buf).await.unwrap_or(0),
+        None => 0,
+    }
+}
+
+fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(signal)) => ExitStatus::Signal(signal),
+        (None, None) => ExitStatus::Code(-1),
+    }
+}
