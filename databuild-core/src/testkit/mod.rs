@@ -1,6 +1,9 @@
 //! Conformance suites that every backend runs from its own tests, the way
 //! object_store's shared integration suite is run by each store.
 //!
+//! - [`executor`]: checks every [`Executor`](crate::Executor) must pass. A
+//!   backend's `tests/` implements [`executor::ExecutorHarness`] and calls
+//!   [`executor::run_all`].
 //! - [`sink`]: checks every [`BelSink`](crate::BelSink) must pass. A sink's
 //!   `tests/` implements [`sink::SinkHarness`] and calls
 //!   [`sink::run_all`], plus [`sink::sigkilled_writer_keeps_acknowledged_appends`]
@@ -9,4 +12,5 @@
 //! Compiled with the `testkit` feature. Not covered by semver: checks are
 //! added as the contract is sharpened.
 
+pub mod executor;
 pub mod sink;

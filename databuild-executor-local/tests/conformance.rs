@@ -1,0 +1,62 @@
+//! The executor conformance suite on the local executor.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use databuild_core::job::ProcessLaunch;
+use databuild_core::testkit::executor::{self, Behaviour, ExecutorHarness};
+use databuild_core::{Executor, Launch};
+use databuild_executor_local::{LocalConfig, LocalExecutor};
+
+struct Local {
+    executor: Arc<LocalExecutor>,
+    dir: tempfile::TempDir,
+}
+
+impl ExecutorHarness for Local {
+    fn name(&self) -> &str {
+        "local"
+    }
+    fn executor(&self) -> Arc<dyn Executor> {
+        Arc::clone(&self.executor) as Arc<dyn Executor>
+    }
+    fn launch_for(&self, behaviour: &Behaviour) -> Option<Launch> {
+        let script = match behaviour {
+            Behaviour::Succeed => "echo hello; echo oops >&2".to_owned(),
+            Behaviour::Fail => "exit 3".to_owned(),
+            Behaviour::ReportMissing { missing } => {
+                let line = serde_json::json!({"missing_deps": [{"impacted": ["conformance/out"], "missing": [missing]}]});
+                format!("echo '__DATABUILD_ERROR__::{line}'; exit 1")
+            }
+            Behaviour::EchoEnvAndArgs => {
+                r#"echo "args:$*"; echo "run:$DATABUILD_JOB_RUN_ID"; echo "attempt:$DATABUILD_ATTEMPT"; echo "k:$K""#.to_owned()
+            }
+            Behaviour::Hang => "exec sleep 300".to_owned(),
+            _ => return None,
+        };
+        Some(Launch::Process(ProcessLaunch::new(vec![
+            "sh".into(),
+            "-c".into(),
+            script,
+            "sh".into(),
+        ])))
+    }
+    fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+    fn captures_logs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_executor_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LocalConfig::new(dir.path().join("state")).kill_grace(Duration::from_secs(2));
+    let harness = Local {
+        executor: Arc::new(LocalExecutor::new(config)),
+        dir,
+    };
+    executor::run_all(&harness).await;
+}
