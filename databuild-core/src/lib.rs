@@ -91,6 +91,7 @@
 //! minor release.
 
 pub mod bel;
+pub mod clock;
 pub mod executor;
 pub mod graph;
 pub mod job;

@@ -43,6 +43,7 @@ pub use availability::{Availability, NothingAvailable, PartitionStatusView};
 pub use error::PlanError;
 
 use crate::bel::{BelSink, BuildEvent, Event};
+use crate::clock::{Clock, IdGenerator, SystemClock, UuidV7Ids};
 use crate::graph::{DataBuildGraph, Graph, LookupError};
 use crate::job::{DataBuildJob, DepType, JobConfig, JobConfigError, JobLabel};
 use crate::partition::PartitionRef;
@@ -124,6 +125,8 @@ pub struct Planner {
     availability: Arc<dyn Availability>,
     bel: Option<Arc<dyn BelSink>>,
     config_concurrency: usize,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
 }
 
 impl Planner {
@@ -137,7 +140,24 @@ impl Planner {
             availability: Arc::new(NothingAvailable),
             bel: None,
             config_concurrency: Self::DEFAULT_CONFIG_CONCURRENCY,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UuidV7Ids),
         }
+    }
+
+    /// Stamps events with `clock` (default: the system clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Makes build request ids for [`analyze`](Self::analyze) with `ids`
+    /// (default: UUID v7).
+    #[must_use]
+    pub fn with_ids(mut self, ids: Arc<dyn IdGenerator>) -> Self {
+        self.ids = ids;
+        self
     }
 
     /// Uses `availability` to skip partitions that exist.
@@ -168,8 +188,9 @@ impl Planner {
 
     /// Plans `requested` under a new build request id.
     pub async fn analyze(&self, requested: &[PartitionRef]) -> Result<JobGraph, PlanError> {
-        self.analyze_request(&AnalyzeRequest::new(requested.iter().cloned()))
-            .await
+        let request = AnalyzeRequest::new(requested.iter().cloned())
+            .with_build_request_id(self.ids.next_id());
+        self.analyze_request(&request).await
     }
 
     /// Plans one request.
@@ -256,7 +277,8 @@ struct Dispatch {
 impl Expansion<'_> {
     fn push(&mut self, event: Event) {
         if let Some(events) = &mut self.events {
-            events.push(BuildEvent::new(event).for_request(&self.request.build_request_id));
+            let now = self.planner.clock.now_ns();
+            events.push(BuildEvent::at(now, event).for_request(&self.request.build_request_id));
         }
     }
 

@@ -300,3 +300,21 @@ async fn nothing_missing() {
     };
     assert!(s.missing.is_empty());
 }
+
+#[tokio::test]
+async fn events_take_the_injected_clock_and_ids() {
+    use databuild_core::clock::{ManualClock, SequentialIds};
+    let d = deps(&[("b/1", &["a/1"])]);
+    let bel = MemoryBel::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let planner = Planner::new(table_graph(&["a", "b"], &d, &Calls::default()))
+        .with_bel(Arc::new(bel.clone()))
+        .with_clock(clock)
+        .with_ids(Arc::new(SequentialIds::new("req")));
+    planner.analyze(&[r("b/1")]).await.unwrap();
+    planner.analyze(&[r("a/1")]).await.unwrap();
+    let events = log(&bel).await;
+    assert!(events.iter().all(|e| e.timestamp_ns == 1_000));
+    assert_eq!(events.first().unwrap().build_request_id, "req-1");
+    assert_eq!(events.last().unwrap().build_request_id, "req-2");
+}
