@@ -4,7 +4,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use databuild_core::PartitionRef;
+use databuild_core::executor::{ExitStatus, Outcome};
+use databuild_core::job::ProcessLaunch;
+use databuild_core::job::protocol::MissingDeps;
 use databuild_core::testkit::executor::{self, Behaviour, ExecutorHarness};
+use databuild_core::testkit::scripted::{Script, ScriptedExecutor};
 use databuild_core::{DataBuildJob, Executor, FnJob, InProcessExecutor, Launch};
 
 struct InProcess {
@@ -55,6 +60,75 @@ impl ExecutorHarness for InProcess {
 async fn in_process_executor_conforms() {
     let harness = InProcess {
         executor: Arc::new(InProcessExecutor::new()),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    executor::run_all(&harness).await;
+}
+
+/// The scripted executor, with an auto script reading the behaviour from
+/// the launch's argv.
+struct Scripted {
+    executor: Arc<ScriptedExecutor>,
+    dir: tempfile::TempDir,
+}
+
+fn scripted() -> ScriptedExecutor {
+    ScriptedExecutor::with_script(|spec| {
+        let Launch::Process(p) = &spec.launch else {
+            return Script::Manual;
+        };
+        match p.argv[1].as_str() {
+            "succeed" => Script::succeed(),
+            "fail" => Script::Exit(Outcome::task_failed(
+                "failed on purpose",
+                Some(ExitStatus::Code(3)),
+            )),
+            "hang" => Script::Hang,
+            missing => Script::Exit(Outcome::MissingDeps {
+                missing_deps: vec![MissingDeps {
+                    impacted: spec.config.outputs.clone(),
+                    missing: vec![
+                        PartitionRef::new(missing.trim_start_matches("missing:")).unwrap(),
+                    ],
+                }],
+                exit: Some(ExitStatus::Code(1)),
+            }),
+        }
+    })
+}
+
+impl ExecutorHarness for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    fn executor(&self) -> Arc<dyn Executor> {
+        Arc::clone(&self.executor) as Arc<dyn Executor>
+    }
+    fn launch_for(&self, behaviour: &Behaviour) -> Option<Launch> {
+        let what = match behaviour {
+            Behaviour::Succeed => "succeed".to_owned(),
+            Behaviour::Fail => "fail".to_owned(),
+            Behaviour::Hang => "hang".to_owned(),
+            Behaviour::ReportMissing { missing } => format!("missing:{missing}"),
+            _ => return None,
+        };
+        Some(Launch::Process(ProcessLaunch::new(vec![
+            "scripted".into(),
+            what,
+        ])))
+    }
+    fn log_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+    fn captures_logs(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_executor_conforms() {
+    let harness = Scripted {
+        executor: Arc::new(scripted()),
         dir: tempfile::tempdir().unwrap(),
     };
     executor::run_all(&harness).await;

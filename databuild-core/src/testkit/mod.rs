@@ -4,6 +4,8 @@
 //! - [`executor`]: checks every [`Executor`](crate::Executor) must pass. A
 //!   backend's `tests/` implements [`executor::ExecutorHarness`] and calls
 //!   [`executor::run_all`].
+//! - [`scripted`]: a test-driven executor for orchestrator tests; it passes
+//!   the executor suite too.
 //! - [`sink`]: checks every [`BelSink`](crate::BelSink) must pass. A sink's
 //!   `tests/` implements [`sink::SinkHarness`] and calls
 //!   [`sink::run_all`], plus [`sink::sigkilled_writer_keeps_acknowledged_appends`]
@@ -13,4 +15,5 @@
 //! added as the contract is sharpened.
 
 pub mod executor;
+pub mod scripted;
 pub mod sink;

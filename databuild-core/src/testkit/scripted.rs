@@ -1,0 +1,416 @@
+//! A test-driven executor for orchestrator tests (and the simulation).
+//!
+//! Each launch is either decided at once by an *auto script* (a function of
+//! the [`JobRunSpec`]) or handed to the test through
+//! [`ScriptedExecutor::next_launch`], whose [`RunControl`] then makes the run
+//! beat, succeed, fail, report missing deps, hang or stop beating, exactly
+//! when the test wants. Cancels are confirmed at once unless the test asks
+//! to confirm them itself. Every launch is recorded, so a test can check
+//! that no job run id was launched twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::executor::{
+    Capabilities, Executor, ExecutorError, ExecutorInfo, ExitStatus, JobRunSpec, Outcome,
+    RunUpdate, RunUpdates,
+};
+use crate::job::protocol::MissingDeps;
+use crate::proto::FailureStage;
+
+/// What an auto script does with a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Script {
+    /// End at once with this outcome.
+    Exit(Outcome),
+    /// Stay running until cancelled.
+    Hang,
+    /// Hand the run to the test ([`ScriptedExecutor::next_launch`]).
+    Manual,
+}
+
+impl Script {
+    /// End at once, successfully.
+    pub fn succeed() -> Self {
+        Script::Exit(Outcome::Succeeded {
+            manifest: Vec::new(),
+        })
+    }
+
+    /// End at once with a retryable task failure.
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Script::Exit(Outcome::task_failed(reason, Some(ExitStatus::Code(1))))
+    }
+}
+
+type AutoScript = dyn Fn(&JobRunSpec) -> Script + Send + Sync;
+
+/// A run handed to the test.
+#[derive(Debug)]
+pub struct ScriptedRun {
+    /// What the orchestrator asked for.
+    pub spec: JobRunSpec,
+    /// Drives the run.
+    pub control: RunControl,
+}
+
+/// Drives one scripted run.
+#[derive(Debug, Clone)]
+pub struct RunControl {
+    job_run_id: String,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Dropped when the run exits, which ends its update stream.
+    tx: Option<mpsc::UnboundedSender<RunUpdate>>,
+    cancel_reason: Option<String>,
+    exited: bool,
+}
+
+struct Inner {
+    runs: Mutex<HashMap<String, Entry>>,
+    launched: Mutex<Vec<String>>,
+    handoff_tx: mpsc::UnboundedSender<ScriptedRun>,
+    handoff_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<ScriptedRun>>,
+    auto: Option<Box<AutoScript>>,
+    confirm_cancels: bool,
+    info: ExecutorInfo,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedExecutor")
+            .field("info", &self.info)
+            .field("confirm_cancels", &self.confirm_cancels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn runs(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends an update to a live run; an exit ends it.
+    fn send(&self, job_run_id: &str, update: RunUpdate) -> bool {
+        let mut runs = self.runs();
+        let Some(entry) = runs.get_mut(job_run_id) else {
+            return false;
+        };
+        let Some(tx) = &entry.tx else {
+            return false;
+        };
+        let sent = tx.send(update.clone()).is_ok();
+        if matches!(update, RunUpdate::Exited(_)) {
+            entry.exited = true;
+            entry.tx = None;
+        }
+        sent
+    }
+}
+
+/// The scripted executor. Clones share one executor.
+#[derive(Debug, Clone)]
+pub struct ScriptedExecutor {
+    inner: Arc<Inner>,
+}
+
+impl Default for ScriptedExecutor {
+    fn default() -> Self {
+        Self::build(None, true)
+    }
+}
+
+impl ScriptedExecutor {
+    /// An executor that hands every run to the test.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An executor whose runs `script` decides; [`Script::Manual`] runs go
+    /// to the test.
+    pub fn with_script(script: impl Fn(&JobRunSpec) -> Script + Send + Sync + 'static) -> Self {
+        Self::build(Some(Box::new(script)), true)
+    }
+
+    /// Whether cancels are confirmed at once (the default) or left to the
+    /// test ([`RunControl::confirm_cancel`]), to model a kill that takes time
+    /// or never lands.
+    #[must_use]
+    pub fn confirm_cancels(self, yes: bool) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            panic!("confirm_cancels must be set before the executor is shared")
+        });
+        Self::build(inner.auto, yes)
+    }
+
+    fn build(auto: Option<Box<AutoScript>>, confirm_cancels: bool) -> Self {
+        let (handoff_tx, handoff_rx) = mpsc::unbounded_channel();
+        Self {
+            inner: Arc::new(Inner {
+                runs: Mutex::default(),
+                launched: Mutex::default(),
+                handoff_tx,
+                handoff_rx: tokio::sync::Mutex::new(handoff_rx),
+                auto,
+                confirm_cancels,
+                info: ExecutorInfo::new("scripted", Capabilities::default().with_cancel(true)),
+            }),
+        }
+    }
+
+    /// The next run handed to the test, waiting for it.
+    pub async fn next_launch(&self) -> ScriptedRun {
+        self.inner
+            .handoff_rx
+            .lock()
+            .await
+            .recv()
+            .await
+            .unwrap_or_else(|| unreachable!("the executor holds the sender"))
+    }
+
+    /// Every job run id launched, in order (a repeated launch is refused and
+    /// not recorded).
+    pub fn launched(&self) -> Vec<String> {
+        self.inner
+            .launched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Job run ids launched and not yet exited.
+    pub fn running(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .inner
+            .runs()
+            .iter()
+            .filter(|(_, e)| !e.exited)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Control of a run by id, for runs the auto script kept running.
+    pub fn control(&self, job_run_id: &str) -> RunControl {
+        RunControl {
+            job_run_id: job_run_id.to_owned(),
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl RunControl {
+    /// The run's id.
+    pub fn job_run_id(&self) -> &str {
+        &self.job_run_id
+    }
+
+    /// Reports a heartbeat. False when the run has ended.
+    pub fn heartbeat(&self, cpu_ms: Option<u64>, rss_bytes: Option<u64>) -> bool {
+        self.inner
+            .send(&self.job_run_id, RunUpdate::Heartbeat { cpu_ms, rss_bytes })
+    }
+
+    /// Ends the run with `outcome`. False when it had already ended.
+    pub fn exit(&self, outcome: Outcome) -> bool {
+        self.inner
+            .send(&self.job_run_id, RunUpdate::Exited(outcome))
+    }
+
+    /// Ends the run successfully.
+    pub fn succeed(&self) -> bool {
+        self.exit(Outcome::Succeeded {
+            manifest: Vec::new(),
+        })
+    }
+
+    /// Ends the run with a retryable task failure.
+    pub fn fail(&self, reason: impl Into<String>) -> bool {
+        self.exit(Outcome::Failed {
+            stage: FailureStage::Task,
+            reason: reason.into(),
+            exit: Some(ExitStatus::Code(1)),
+            retryable: true,
+        })
+    }
+
+    /// Ends the run reporting missing inputs.
+    pub fn missing_deps(&self, missing_deps: Vec<MissingDeps>) -> bool {
+        self.exit(Outcome::MissingDeps {
+            missing_deps,
+            exit: Some(ExitStatus::Code(1)),
+        })
+    }
+
+    /// The reason of a cancel asked of this run, if one was.
+    pub fn cancel_requested(&self) -> Option<String> {
+        self.inner
+            .runs()
+            .get(&self.job_run_id)
+            .and_then(|e| e.cancel_reason.clone())
+    }
+
+    /// Confirms an asked cancel: the run ends `Canceled`.
+    pub fn confirm_cancel(&self) -> bool {
+        let reason = self.cancel_requested().unwrap_or_default();
+        self.exit(Outcome::Canceled { reason })
+    }
+}
+
+#[async_trait]
+impl Executor for ScriptedExecutor {
+    fn info(&self) -> ExecutorInfo {
+        self.inner.info.clone()
+    }
+
+    async fn launch(&self, spec: JobRunSpec) -> Result<RunUpdates, ExecutorError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut runs = self.inner.runs();
+            if runs.contains_key(&spec.job_run_id) {
+                return Err(ExecutorError::Launch {
+                    job_run_id: spec.job_run_id,
+                    reason: "this job run was already launched".to_owned(),
+                    retryable: false,
+                });
+            }
+            let _ = tx.send(RunUpdate::Running {
+                handle: format!("scripted:{}", spec.job_run_id),
+            });
+            runs.insert(
+                spec.job_run_id.clone(),
+                Entry {
+                    tx: Some(tx),
+                    cancel_reason: None,
+                    exited: false,
+                },
+            );
+        }
+        self.inner
+            .launched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(spec.job_run_id.clone());
+        let script = self
+            .inner
+            .auto
+            .as_ref()
+            .map_or(Script::Manual, |auto| auto(&spec));
+        let control = self.control(&spec.job_run_id);
+        match script {
+            Script::Exit(outcome) => {
+                control.exit(outcome);
+            }
+            Script::Hang => {}
+            Script::Manual => {
+                let _ = self.inner.handoff_tx.send(ScriptedRun { spec, control });
+            }
+        }
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn cancel(&self, job_run_id: &str, reason: &str) -> Result<(), ExecutorError> {
+        {
+            let mut runs = self.inner.runs();
+            match runs.get_mut(job_run_id) {
+                Some(entry) if !entry.exited => {
+                    entry.cancel_reason.get_or_insert_with(|| reason.to_owned());
+                }
+                _ => {
+                    return Err(ExecutorError::UnknownRun {
+                        job_run_id: job_run_id.to_owned(),
+                    });
+                }
+            }
+        }
+        if self.inner.confirm_cancels {
+            self.control(job_run_id).confirm_cancel();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::job::{JobConfig, JobLabel, Launch, ProcessLaunch};
+    use crate::partition::PartitionRef;
+
+    fn spec(id: &str) -> JobRunSpec {
+        JobRunSpec::new(
+            id,
+            "req",
+            JobLabel::new("//j").unwrap(),
+            JobConfig::default(),
+            Launch::Process(ProcessLaunch::new(vec!["x".into()])),
+            PathBuf::from("/nonexistent"),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_test_drives_manual_runs() {
+        let exec = ScriptedExecutor::new();
+        let mut updates = exec.launch(spec("r1")).await.unwrap();
+        let run = exec.next_launch().await;
+        assert_eq!(run.spec.job_run_id, "r1");
+        assert!(run.control.heartbeat(Some(5), None));
+        let missing = MissingDeps {
+            impacted: vec![],
+            missing: vec![PartitionRef::new("a/1").unwrap()],
+        };
+        assert!(run.control.missing_deps(vec![missing]));
+        assert!(!run.control.succeed(), "a run ends once");
+        let got: Vec<RunUpdate> = (&mut updates).collect().await;
+        assert_eq!(got.len(), 3);
+        assert!(matches!(
+            got[1],
+            RunUpdate::Heartbeat {
+                cpu_ms: Some(5),
+                ..
+            }
+        ));
+        assert!(matches!(
+            got[2],
+            RunUpdate::Exited(Outcome::MissingDeps { .. })
+        ));
+        assert_eq!(exec.launched(), ["r1"]);
+        assert!(exec.running().is_empty());
+        assert!(exec.launch(spec("r1")).await.is_err(), "one launch per id");
+    }
+
+    #[tokio::test]
+    async fn cancels_can_be_left_unconfirmed() {
+        let exec = ScriptedExecutor::with_script(|_| Script::Hang).confirm_cancels(false);
+        let mut updates = exec.launch(spec("r1")).await.unwrap();
+        assert!(matches!(
+            updates.next().await,
+            Some(RunUpdate::Running { .. })
+        ));
+        exec.cancel("r1", "stop").await.unwrap();
+        let control = exec.control("r1");
+        assert_eq!(control.cancel_requested().as_deref(), Some("stop"));
+        assert_eq!(exec.running(), ["r1"], "not gone until confirmed");
+        assert!(control.confirm_cancel());
+        assert_eq!(
+            updates.next().await,
+            Some(RunUpdate::Exited(Outcome::Canceled {
+                reason: "stop".into()
+            }))
+        );
+        assert!(exec.cancel("r1", "again").await.is_err());
+    }
+}
