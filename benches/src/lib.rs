@@ -45,19 +45,7 @@ impl ConfigCalls {
 }
 
 /// Civil date of a day number (days since 1970-01-01), as `YYYY-MM-DD`.
-pub fn date(day: i64) -> String {
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
+pub use databuild_core::clock::civil_date as date;
 
 /// Day number of a `YYYY-MM-DD` date (inverse of [`date`]).
 pub fn day(date: &str) -> Option<i64> {

@@ -55,6 +55,26 @@ impl Clock for ManualClock {
     }
 }
 
+/// The civil (proleptic Gregorian) date of a day number (days since
+/// 1970-01-01), as `YYYY-MM-DD`. H. Hinnant's days-to-civil algorithm.
+pub fn civil_date(day: i64) -> String {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The UTC date of a Unix time in nanoseconds, as `YYYY-MM-DD`.
+pub fn utc_date(time_ns: i64) -> String {
+    civil_date(time_ns.div_euclid(86_400_000_000_000))
+}
+
 /// Makes ids for build requests and job runs.
 pub trait IdGenerator: Send + Sync + fmt::Debug {
     /// A new, unique id.

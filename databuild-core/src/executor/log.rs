@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
 use crate::bel::now_ns;
+use crate::clock::utc_date;
 
 /// Which stream a log record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,21 +45,6 @@ pub fn log_path(state_dir: &Path, job_run_id: &str, time_ns: i64) -> PathBuf {
         .join("logs")
         .join(utc_date(time_ns))
         .join(format!("{job_run_id}.jsonl"))
-}
-
-/// The UTC date of a Unix time in nanoseconds, as `YYYY-MM-DD`.
-fn utc_date(time_ns: i64) -> String {
-    // Days to civil date (H. Hinnant's algorithm).
-    let z = time_ns.div_euclid(86_400_000_000_000) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Splits a byte stream into lines of at most `cap` bytes, holding at most
