@@ -99,6 +99,7 @@ pub mod partition;
 pub mod plan;
 pub mod planner;
 pub mod proto;
+pub mod state;
 #[cfg(any(feature = "testkit", test))]
 pub mod testkit;
 

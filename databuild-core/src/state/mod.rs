@@ -1,0 +1,489 @@
+//! `BuildState`: a pure, deterministic reducer over build events.
+//!
+//! It holds the partition catalog, the job runs with their attempts and
+//! states, the build requests, and which requests wait on which runs. The
+//! orchestrator's live view and the view rebuilt from the log after a
+//! restart are the same code: both are [`BuildState::apply`] over the same
+//! events. Applying an event the seeds' diagrams do not allow is a
+//! [`Violation`], so the reducer is also the checker of a log's job-run
+//! lifecycle (seed 000 and job.exec in seed 001):
+//!
+//! | run state | events that may follow |
+//! |---|---|
+//! | (none) | `job_run_queued` |
+//! | Queued | `job_scheduled`, `job_run_canceled` |
+//! | Scheduled | `job_run_config_validated`, `job_run_config_invalid`, `job_run_running`, `job_run_launch_failed`, `job_run_lost`, `job_run_canceled` |
+//! | Running | `job_run_heartbeat`, `job_run_task_succeeded`, `job_run_task_failed`, `job_run_missing_deps`, `job_run_failed` (timeout), `job_run_lost`, `job_run_canceled` |
+//! | TaskSucceeded | `job_run_succeeded`, `job_run_metadata_failed` |
+//! | Failing (after a launch, config, task or metadata failure) | `job_run_failed` |
+//! | Succeeded, Failed, MissingDeps, Canceled, Lost | nothing: later updates are fenced |
+//!
+//! `job_run_kill_requested` may come in any live state and changes none;
+//! `job_run_attached` / `job_run_detached` record who waits on a run.
+
+mod violation;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub use violation::Violation;
+
+use crate::bel::{BuildEvent, Event};
+use crate::partition::PartitionRef;
+use crate::planner::{Availability, PartitionStatusView};
+use crate::proto::{self, PartitionStatus};
+
+/// Where a job run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunState {
+    /// Ready, waiting for slots.
+    Queued,
+    /// Slots granted; the launch is committed (`JobScheduled`).
+    Scheduled,
+    /// The executor reported it running.
+    Running,
+    /// The task exited 0; metadata comes next.
+    TaskSucceeded,
+    /// A stage failed; `JobRunFailed` comes next.
+    Failing,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with a failure.
+    Failed,
+    /// Finished reporting missing inputs.
+    MissingDeps,
+    /// Stopped on request, confirmed gone.
+    Canceled,
+    /// No sign of life for the liveness timeout.
+    Lost,
+}
+
+impl RunState {
+    /// True once the run has ended; later updates are fenced.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded
+                | RunState::Failed
+                | RunState::MissingDeps
+                | RunState::Canceled
+                | RunState::Lost
+        )
+    }
+}
+
+/// One job run as the log describes it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct JobRun {
+    /// Its id.
+    pub job_run_id: String,
+    /// The task it runs.
+    pub task: proto::Task,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The run it retries or reruns.
+    pub previous_job_run_id: Option<String>,
+    /// The request that started it.
+    pub started_by: String,
+    /// Where it is.
+    pub state: RunState,
+    /// A kill was asked and not yet confirmed.
+    pub kill_requested: bool,
+    /// Unix ns of the last event about it.
+    pub last_seen_ns: i64,
+    /// The requests waiting on it.
+    pub waiters: BTreeSet<String>,
+    /// Why it failed, when it did.
+    pub failure: Option<String>,
+}
+
+/// Where a build request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestState {
+    /// Received.
+    Received,
+    /// Planning.
+    Planning,
+    /// Running its plan.
+    Executing,
+    /// Everything asked for is available.
+    Succeeded,
+    /// It failed.
+    Failed,
+    /// It was cancelled.
+    Canceled,
+}
+
+/// One build request.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BuildRequest {
+    /// Its id.
+    pub build_request_id: String,
+    /// What it asked for.
+    pub requested: Vec<PartitionRef>,
+    /// Where it is.
+    pub state: RequestState,
+}
+
+/// A partition in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// Its status.
+    pub status: PartitionStatus,
+    /// The job run that last changed it.
+    pub job_run_id: String,
+}
+
+/// The state of builds, reduced from the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildState {
+    last_seq: u64,
+    runs: HashMap<String, JobRun>,
+    requests: BTreeMap<String, BuildRequest>,
+    catalog: HashMap<PartitionRef, CatalogEntry>,
+}
+
+impl BuildState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state after `events`, or the first violation.
+    pub fn replay<'a>(events: impl IntoIterator<Item = &'a BuildEvent>) -> Result<Self, Violation> {
+        let mut state = Self::new();
+        for e in events {
+            state.apply(e)?;
+        }
+        Ok(state)
+    }
+
+    /// The last applied sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// A job run by id.
+    pub fn run(&self, job_run_id: &str) -> Option<&JobRun> {
+        self.runs.get(job_run_id)
+    }
+
+    /// All job runs.
+    pub fn runs(&self) -> impl Iterator<Item = &JobRun> {
+        self.runs.values()
+    }
+
+    /// A build request by id.
+    pub fn request(&self, build_request_id: &str) -> Option<&BuildRequest> {
+        self.requests.get(build_request_id)
+    }
+
+    /// A partition's catalog entry.
+    pub fn partition(&self, partition: &PartitionRef) -> Option<&CatalogEntry> {
+        self.catalog.get(partition)
+    }
+
+    /// Applies one event. On a violation the state is unchanged.
+    pub fn apply(&mut self, e: &BuildEvent) -> Result<(), Violation> {
+        let Some(event) = &e.event else {
+            return Err(Violation::new(e, "the event has no payload"));
+        };
+        if e.seq != 0 && e.seq <= self.last_seq {
+            return Err(Violation::new(
+                e,
+                format!("seq {} does not follow seq {}", e.seq, self.last_seq),
+            ));
+        }
+        self.apply_event(e, event)?;
+        if e.seq != 0 {
+            self.last_seq = e.seq;
+        }
+        Ok(())
+    }
+
+    fn apply_event(&mut self, e: &BuildEvent, event: &Event) -> Result<(), Violation> {
+        use RunState as S;
+        let next = |allowed: &[S], to: S| (allowed.to_vec(), to);
+        let (allowed, to) = match event {
+            Event::JobRunQueued(q) => return self.queue(e, q),
+            Event::JobScheduled(s) => {
+                return self.transition(e, &s.job_run_id, &[S::Queued], S::Scheduled);
+            }
+            Event::JobRunConfigValidated(_) => next(&[S::Scheduled], S::Scheduled),
+            Event::JobRunConfigInvalid(_) | Event::JobRunLaunchFailed(_) => {
+                next(&[S::Scheduled], S::Failing)
+            }
+            Event::JobRunRunning(_) => next(&[S::Scheduled], S::Running),
+            Event::JobRunHeartbeat(_) => next(&[S::Running], S::Running),
+            Event::JobRunTaskSucceeded(_) => next(&[S::Running], S::TaskSucceeded),
+            Event::JobRunTaskFailed(_) => next(&[S::Running], S::Failing),
+            Event::JobRunSucceeded(_) => next(&[S::TaskSucceeded], S::Succeeded),
+            Event::JobRunMetadataFailed(_) => next(&[S::TaskSucceeded], S::Failing),
+            Event::JobRunFailed(f) => {
+                let from: &[S] = if f.stage == proto::FailureStage::Timeout as i32 {
+                    &[S::Failing, S::Running, S::Scheduled]
+                } else {
+                    &[S::Failing]
+                };
+                self.transition(e, &e.job_run_id, from, S::Failed)?;
+                if let Some(run) = self.runs.get_mut(&e.job_run_id) {
+                    run.failure = Some(f.reason.clone());
+                }
+                return Ok(());
+            }
+            Event::JobRunMissingDeps(_) => next(&[S::Running], S::MissingDeps),
+            Event::JobRunLost(_) => next(&[S::Scheduled, S::Running], S::Lost),
+            Event::JobRunCanceled(_) => next(
+                &[
+                    S::Queued,
+                    S::Scheduled,
+                    S::Running,
+                    S::TaskSucceeded,
+                    S::Failing,
+                ],
+                S::Canceled,
+            ),
+            Event::JobRunKillRequested(_) => {
+                let run = self.live_run(e, &e.job_run_id)?;
+                run.kill_requested = true;
+                run.last_seen_ns = e.timestamp_ns;
+                return Ok(());
+            }
+            Event::JobRunAttached(_) => {
+                let request = e.build_request_id.clone();
+                self.live_run(e, &e.job_run_id)?.waiters.insert(request);
+                return Ok(());
+            }
+            Event::JobRunDetached(_) => {
+                let request = e.build_request_id.clone();
+                self.known_run(e, &e.job_run_id)?.waiters.remove(&request);
+                return Ok(());
+            }
+            Event::PartitionStatusChanged(p) => return self.partition_status(e, p),
+            Event::BuildRequestReceived(r) => return self.receive(e, r),
+            Event::BuildPlanning(_) => {
+                return self.request_to(e, &[RequestState::Received], RequestState::Planning);
+            }
+            Event::BuildExecuting(_) => {
+                return self.request_to(e, &[RequestState::Planning], RequestState::Executing);
+            }
+            Event::BuildSucceeded(_) => {
+                return self.request_to(
+                    e,
+                    &[RequestState::Executing, RequestState::Planning],
+                    RequestState::Succeeded,
+                );
+            }
+            Event::BuildFailed(_) => {
+                return self.request_to(
+                    e,
+                    &[
+                        RequestState::Received,
+                        RequestState::Planning,
+                        RequestState::Executing,
+                    ],
+                    RequestState::Failed,
+                );
+            }
+            Event::BuildCanceled(_) => {
+                return self.request_to(
+                    e,
+                    &[
+                        RequestState::Received,
+                        RequestState::Planning,
+                        RequestState::Executing,
+                    ],
+                    RequestState::Canceled,
+                );
+            }
+            // Analysis, scheduling summaries, delegation and health change
+            // nothing here (the analysis table is `bel::check`).
+            _ => return Ok(()),
+        };
+        self.transition(e, &e.job_run_id, &allowed, to)
+    }
+
+    fn queue(&mut self, e: &BuildEvent, q: &proto::JobRunQueued) -> Result<(), Violation> {
+        if e.job_run_id.is_empty() {
+            return Err(Violation::new(e, "a queued run needs a job_run_id"));
+        }
+        if self.runs.contains_key(&e.job_run_id) {
+            return Err(Violation::new(
+                e,
+                format!("job run {} is queued twice", e.job_run_id),
+            ));
+        }
+        let task = q
+            .task
+            .clone()
+            .ok_or_else(|| Violation::new(e, "a queued run needs its task"))?;
+        self.runs.insert(
+            e.job_run_id.clone(),
+            JobRun {
+                job_run_id: e.job_run_id.clone(),
+                task,
+                attempt: q.attempt.max(1),
+                previous_job_run_id: (!q.previous_job_run_id.is_empty())
+                    .then(|| q.previous_job_run_id.clone()),
+                started_by: e.build_request_id.clone(),
+                state: RunState::Queued,
+                kill_requested: false,
+                last_seen_ns: e.timestamp_ns,
+                waiters: [e.build_request_id.clone()]
+                    .into_iter()
+                    .filter(|r| !r.is_empty())
+                    .collect(),
+                failure: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn known_run(&mut self, e: &BuildEvent, id: &str) -> Result<&mut JobRun, Violation> {
+        self.runs
+            .get_mut(id)
+            .ok_or_else(|| Violation::new(e, format!("no job run {id:?} was queued")))
+    }
+
+    fn live_run(&mut self, e: &BuildEvent, id: &str) -> Result<&mut JobRun, Violation> {
+        let run = self.known_run(e, id)?;
+        if run.state.is_terminal() {
+            let state = run.state;
+            return Err(Violation::new(
+                e,
+                format!("job run {id} already ended ({state:?}): the update is fenced"),
+            ));
+        }
+        Ok(run)
+    }
+
+    fn transition(
+        &mut self,
+        e: &BuildEvent,
+        id: &str,
+        from: &[RunState],
+        to: RunState,
+    ) -> Result<(), Violation> {
+        let run = self.live_run(e, id)?;
+        if !from.contains(&run.state) {
+            let state = run.state;
+            return Err(Violation::new(
+                e,
+                format!(
+                    "job run {id} is {state:?}; {} may follow only {from:?}",
+                    e.kind()
+                ),
+            ));
+        }
+        run.state = to;
+        run.last_seen_ns = e.timestamp_ns;
+        if to.is_terminal() {
+            run.kill_requested = false;
+        }
+        Ok(())
+    }
+
+    fn partition_status(
+        &mut self,
+        e: &BuildEvent,
+        p: &proto::PartitionStatusChanged,
+    ) -> Result<(), Violation> {
+        let partition = p
+            .partition
+            .as_ref()
+            .ok_or_else(|| Violation::new(e, "no partition"))
+            .and_then(|r| {
+                PartitionRef::try_from(r).map_err(|err| Violation::new(e, err.to_string()))
+            })?;
+        let status = PartitionStatus::try_from(p.status).unwrap_or(PartitionStatus::Unspecified);
+        if status == PartitionStatus::Unspecified {
+            return Err(Violation::new(
+                e,
+                format!("partition {partition} has no status"),
+            ));
+        }
+        self.catalog.insert(
+            partition,
+            CatalogEntry {
+                status,
+                job_run_id: p.job_run_id.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    fn receive(
+        &mut self,
+        e: &BuildEvent,
+        r: &proto::BuildRequestReceived,
+    ) -> Result<(), Violation> {
+        if e.build_request_id.is_empty() || self.requests.contains_key(&e.build_request_id) {
+            return Err(Violation::new(
+                e,
+                "a build request is received once, with an id",
+            ));
+        }
+        let requested = r
+            .requested
+            .iter()
+            .map(|p| PartitionRef::try_from(p).map_err(|err| Violation::new(e, err.to_string())))
+            .collect::<Result<_, _>>()?;
+        self.requests.insert(
+            e.build_request_id.clone(),
+            BuildRequest {
+                build_request_id: e.build_request_id.clone(),
+                requested,
+                state: RequestState::Received,
+            },
+        );
+        Ok(())
+    }
+
+    fn request_to(
+        &mut self,
+        e: &BuildEvent,
+        from: &[RequestState],
+        to: RequestState,
+    ) -> Result<(), Violation> {
+        let request = self.requests.get_mut(&e.build_request_id).ok_or_else(|| {
+            Violation::new(
+                e,
+                format!("no build request {:?} was received", e.build_request_id),
+            )
+        })?;
+        if !from.contains(&request.state) {
+            let state = request.state;
+            return Err(Violation::new(
+                e,
+                format!(
+                    "build request is {state:?}; {} may follow only {from:?}",
+                    e.kind()
+                ),
+            ));
+        }
+        request.state = to;
+        Ok(())
+    }
+}
+
+impl Availability for BuildState {
+    fn status(&self, partition: &PartitionRef) -> PartitionStatusView {
+        match self.catalog.get(partition) {
+            Some(entry) => match entry.status {
+                PartitionStatus::Available => PartitionStatusView::Available,
+                PartitionStatus::Building => PartitionStatusView::Building {
+                    job_run_id: entry.job_run_id.clone(),
+                },
+                PartitionStatus::Tainted => PartitionStatusView::Tainted,
+                _ => PartitionStatusView::Missing,
+            },
+            None => PartitionStatusView::Missing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
