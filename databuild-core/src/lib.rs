@@ -95,6 +95,7 @@ pub mod clock;
 pub mod executor;
 pub mod graph;
 pub mod job;
+pub mod orchestrator;
 pub mod partition;
 pub mod plan;
 pub mod planner;
@@ -112,6 +113,7 @@ pub use job::{
     DataBuildJob, DataDep, DepType, FnJob, JobConfig, JobConfigError, JobLabel, Launch,
     SchedulingHints,
 };
+pub use orchestrator::{BuildError, BuildOptions, BuildOutcome, Orchestrator};
 pub use partition::{PartitionPattern, PartitionRef, PartitionRefError, PatternError};
 pub use plan::{InProgress, JobGraph, Task, TaskId};
 pub use planner::{
