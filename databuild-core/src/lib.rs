@@ -14,6 +14,9 @@
 //! - [`Graph`]: the registered jobs, and the lookup of a ref to exactly one.
 //! - [`Planner`]: graph.analyze. Walks back from requested partitions to a
 //!   [`JobGraph`] of [`Task`]s.
+//! - [`Orchestrator`]: graph.build. Runs a plan on [`Executor`]s and
+//!   returns a [`BuildOutcome`]; its live view is a
+//!   [`BuildState`](state::BuildState), the reducer over the log.
 //! - [`BelSink`]: the build event log. [`MemoryBel`] and [`JsonlBel`] live
 //!   here; the SQLite store is its own crate.
 //!
