@@ -10,10 +10,12 @@
 //! that breaks the diagrams is refused as it is written.
 //!
 //! This first slice covers: a global parallelism limit, success and failure
-//! chains of the job.exec diagram, launch failures, fail-fast (a failure
-//! cancels the request's other runs, waits for their confirmation, then
-//! fails the build), and the [`BuildOutcome`]. Still to come (issue #3):
-//! named pools, retries with backoff, timeouts, liveness and Lost, reruns
+//! chains of the job.exec diagram, launch failures, retries per the job's
+//! policy (a new run with `attempt` and `previous_job_run_id`, after an
+//! exponential backoff with jitter; cancellations are never retried),
+//! fail-fast (a failure cancels the request's other runs, waits for their
+//! confirmation, then fails the build), and the [`BuildOutcome`]. Still to
+//! come (issue #3): named pools, timeouts, liveness and Lost, reruns
 //! after missing deps (today a `MissingDeps` run fails its task), keep-going,
 //! the scratch directory, and build heartbeats.
 

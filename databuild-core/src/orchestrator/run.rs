@@ -49,6 +49,12 @@ struct Execution<'a> {
     runs: HashMap<String, (TaskId, Arc<dyn Executor>)>,
     executors: Vec<Arc<dyn Executor>>,
     failing: Option<String>,
+    /// The attempt the next run of each task is.
+    attempts: Vec<u32>,
+    /// The run each task's next run retries.
+    previous: Vec<Option<String>>,
+    /// Tasks waiting out a retry backoff, by deadline.
+    retries: std::collections::BTreeSet<(tokio::time::Instant, usize)>,
     updates_tx: mpsc::UnboundedSender<(String, RunUpdate)>,
     updates_rx: mpsc::UnboundedReceiver<(String, RunUpdate)>,
     remaining: (u64, u64, u64),
@@ -134,6 +140,9 @@ impl Build {
             runs: HashMap::new(),
             executors,
             failing: None,
+            attempts: vec![1; n],
+            previous: vec![None; n],
+            retries: std::collections::BTreeSet::new(),
             updates_tx,
             updates_rx,
             remaining: (0, 0, 0),
@@ -198,6 +207,28 @@ impl Build {
     }
 }
 
+/// The wait before attempt `failed + 1`: the initial backoff doubled per
+/// attempt, capped, times a jitter in [0.5, 1) drawn from the failed run's
+/// id (so injected ids make it reproducible).
+fn backoff(policy: &crate::job::RetryPolicy, failed: u32, run: &str) -> std::time::Duration {
+    use std::hash::BuildHasher;
+    let doubled = policy
+        .initial_backoff
+        .saturating_mul(1u32 << failed.saturating_sub(1).min(20));
+    let capped = doubled.min(policy.max_backoff);
+    let h = foldhash::fast::FixedState::with_seed(7).hash_one(run);
+    let jitter = 0.5 + (h % 1000) as f64 / 2000.0;
+    capped.mul_f64(jitter)
+}
+
+/// Waits until `at`, or forever without a deadline.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn status_events(
     build: &Build,
     run: &str,
@@ -230,13 +261,27 @@ impl Execution<'_> {
         loop {
             self.dispatch().await?;
             self.report_remaining().await?;
-            if self.runs.is_empty() {
+            if self.runs.is_empty() && self.retries.is_empty() {
                 break;
             }
-            let Some((run, update)) = self.updates_rx.recv().await else {
-                break;
-            };
-            self.on_update(run, update).await?;
+            let next_retry = self.retries.first().map(|(at, _)| *at);
+            tokio::select! {
+                update = self.updates_rx.recv() => {
+                    let Some((run, update)) = update else { break };
+                    self.on_update(run, update).await?;
+                }
+                () = sleep_until_some(next_retry) => {
+                    let now = tokio::time::Instant::now();
+                    while let Some(&(at, task)) = self.retries.first() {
+                        if at > now {
+                            break;
+                        }
+                        self.retries.pop_first();
+                        self.status[task] = TaskStatus::Ready;
+                        self.ready.push_back(TaskId::new(task));
+                    }
+                }
+            }
         }
         self.finish().await
     }
@@ -285,8 +330,10 @@ impl Execution<'_> {
                     &run,
                     Event::JobRunQueued(proto::JobRunQueued {
                         task: Some(t.to_proto()),
-                        attempt: 1,
-                        previous_job_run_id: String::new(),
+                        attempt: self.attempts[task.index()],
+                        previous_job_run_id: self.previous[task.index()]
+                            .clone()
+                            .unwrap_or_default(),
                     }),
                 ),
                 self.build.event(
@@ -314,7 +361,7 @@ impl Execution<'_> {
                 .map(|j| j.launch())
                 .unwrap_or_else(|| unreachable!("routing checked every job"));
             let log = log_path(&inner.state_dir, &run, inner.clock.now_ns());
-            let spec = JobRunSpec::new(
+            let mut spec = JobRunSpec::new(
                 run.clone(),
                 self.build.id.clone(),
                 t.job.clone(),
@@ -322,6 +369,8 @@ impl Execution<'_> {
                 launch,
                 log,
             );
+            spec.attempt = self.attempts[task.index()];
+            spec.previous_job_run_id = self.previous[task.index()].clone();
             let executor = Arc::clone(&self.executors[task.index()]);
             self.status[task.index()] = TaskStatus::Running;
             match executor.launch(spec).await {
@@ -361,7 +410,7 @@ impl Execution<'_> {
                         ),
                     ];
                     inner.commit(events).await?;
-                    self.task_failed(task, &run, format!("launch failed: {reason}"))
+                    self.attempt_failed(task, &run, format!("launch failed: {reason}"), retryable)
                         .await?;
                 }
             }
@@ -479,7 +528,7 @@ impl Execution<'_> {
                     }),
                 ));
                 build.inner.commit(events).await?;
-                self.task_failed(task, run, reason).await
+                self.attempt_failed(task, run, reason, retryable).await
             }
             Outcome::MissingDeps { missing_deps, .. } => {
                 let missing: Vec<String> = missing_deps
@@ -533,6 +582,34 @@ impl Execution<'_> {
         }
     }
 
+    /// A run failed: retry per the job's policy (a new run, after a backoff
+    /// with jitter), or fail the task for good.
+    async fn attempt_failed(
+        &mut self,
+        task: TaskId,
+        run: &str,
+        reason: String,
+        retryable: bool,
+    ) -> Result<(), BuildError> {
+        let policy = self.plan.task(task).config.hints.retry;
+        let attempt = self.attempts[task.index()];
+        if !retryable || attempt >= policy.max_attempts || self.failing.is_some() {
+            let reason = if attempt > 1 {
+                format!("{reason} (attempt {attempt} of {})", policy.max_attempts)
+            } else {
+                reason
+            };
+            return self.task_failed(task, run, reason).await;
+        }
+        self.attempts[task.index()] = attempt + 1;
+        self.previous[task.index()] = Some(run.to_owned());
+        let delay = backoff(&policy, attempt, run);
+        self.status[task.index()] = TaskStatus::Waiting;
+        self.retries
+            .insert((tokio::time::Instant::now() + delay, task.index()));
+        Ok(())
+    }
+
     /// A task failed for good: fail fast, cancelling the request's other
     /// runs.
     async fn task_failed(
@@ -553,6 +630,10 @@ impl Execution<'_> {
         self.status[task.index()] = TaskStatus::NotBuilt(reason.clone());
         if self.failing.is_none() {
             self.failing = Some(format!("job {} failed: {reason}", self.plan.task(task).job));
+            for (_, waiting) in std::mem::take(&mut self.retries) {
+                self.status[waiting] =
+                    TaskStatus::NotBuilt("not retried: another job failed".into());
+            }
             let mut running: Vec<String> = self.runs.keys().cloned().collect();
             running.sort();
             events.push(build.event(

@@ -285,3 +285,95 @@ fn builder_needs_graph_and_bel() {
         .unwrap_err();
     assert!(matches!(err, BuildError::MissingSetting { setting: "bel" }));
 }
+
+/// A job that fails its first `failures` runs, then succeeds.
+fn flaky(failures: usize, max_attempts: u32) -> (Graph, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let hints = crate::SchedulingHints {
+        retry: crate::job::RetryPolicy {
+            max_attempts,
+            initial_backoff: std::time::Duration::from_secs(10),
+            max_backoff: std::time::Duration::from_secs(60),
+        },
+        ..Default::default()
+    };
+    let job = FnJob::builder("//flaky")
+        .pattern("f/.*")
+        .config(|outs: &[PartitionRef]| {
+            Ok(outs.iter().map(|o| JobConfig::new([o.clone()])).collect())
+        })
+        .hints(hints)
+        .exec(move |_| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < failures {
+                    Err(format!("transient {n}").into())
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    (Graph::builder().job(job).build().unwrap(), runs)
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_runs_are_retried_as_new_runs_after_a_backoff() {
+    let bel = MemoryBel::new();
+    let (graph, runs) = flaky(2, 3);
+    let o = orchestrator(graph, &bel);
+    let started = tokio::time::Instant::now();
+    let outcome = o.build(&[r("f/1")]).await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // Backoffs of 10 s then 20 s, each with jitter in [0.5, 1).
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(15) && waited < std::time::Duration::from_secs(30),
+        "{waited:?}"
+    );
+    let events = log(&bel).await;
+    BuildState::replay(&events).unwrap();
+    let queued: Vec<(u32, String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::JobRunQueued(q)) => Some((
+                q.attempt,
+                q.previous_job_run_id.clone(),
+                e.job_run_id.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(queued.len(), 3);
+    assert_eq!(queued.iter().map(|q| q.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        queued[1].1, queued[0].2,
+        "attempt 2 names the run it retries"
+    );
+    assert_eq!(queued[2].1, queued[1].2);
+    let state = o.state();
+    assert_eq!(
+        state.run(&queued[0].2).unwrap().state,
+        crate::state::RunState::Failed
+    );
+    assert_eq!(
+        state.run(&queued[2].2).unwrap().state,
+        crate::state::RunState::Succeeded
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_at_the_policy_limit() {
+    let bel = MemoryBel::new();
+    let (graph, runs) = flaky(usize::MAX, 2);
+    let o = orchestrator(graph, &bel);
+    let outcome = o.build(&[r("f/1")]).await.unwrap();
+    assert!(!outcome.succeeded());
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(outcome.not_built[0].reason, "transient 1 (attempt 2 of 2)");
+    BuildState::replay(&log(&bel).await).unwrap();
+}
