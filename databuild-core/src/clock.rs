@@ -55,6 +55,15 @@ impl Clock for ManualClock {
     }
 }
 
+/// Waits until `at` (tokio time), or forever when there is no deadline: a
+/// `select!` arm for an optional timer.
+pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The civil (proleptic Gregorian) date of a day number (days since
 /// 1970-01-01), as `YYYY-MM-DD`. H. Hinnant's days-to-civil algorithm.
 pub fn civil_date(day: i64) -> String {

@@ -348,7 +348,7 @@ impl Supervisor {
         }
         // Whatever the job left behind in its group goes with it.
         self.signal_group(Signal::SIGKILL);
-        let exit = status.map_or(ExitStatus::Code(255), exit_status);
+        let exit = status.map_or(ExitStatus::Code(255), ExitStatus::from);
         let outcome = match canceled {
             Some(reason) => Outcome::Canceled { reason },
             None => scanner.finish(exit),
@@ -364,14 +364,5 @@ async fn read_some<R: AsyncReadExt + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]
     match pipe {
         Some(p) => p.read(buf).await.unwrap_or(0),
         None => 0,
-    }
-}
-
-fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ExitStatus::Code(code),
-        (None, Some(signal)) => ExitStatus::Signal(signal),
-        (None, None) => ExitStatus::Code(-1),
     }
 }

@@ -21,6 +21,18 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+impl From<std::process::ExitStatus> for ExitStatus {
+    /// A process's exit: its code, or the signal that killed it.
+    fn from(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitStatus::Code(code),
+            (None, Some(signal)) => ExitStatus::Signal(signal),
+            (None, None) => ExitStatus::Code(-1),
+        }
+    }
+}
+
 /// How a job run ended, classified the same way by every backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -18,6 +18,7 @@ use super::{
     DataBuildJob, JobConfig, JobConfigError, JobDefinitionError, JobLabel, Launch, ProcessLaunch,
     SchedulingHints,
 };
+use crate::clock::sleep_until_some;
 use crate::partition::{PartitionPattern, PartitionRef, quote, quote_bytes};
 
 /// Characters of job output quoted in errors.
@@ -229,14 +230,6 @@ fn io_error(job: JobLabel, what: &str) -> JobConfigError {
     }
 }
 
-/// Waits until `at`, or forever when there is no deadline.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Kills the config call's process group and reaps the call.
 async fn kill_group(child: &mut Child, group: Option<Pid>) {
     if let Some(group) = group {
@@ -248,14 +241,12 @@ async fn kill_group(child: &mut Child, group: Option<Pid>) {
 }
 
 fn describe(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => match Signal::try_from(signal) {
+    match crate::executor::ExitStatus::from(status) {
+        crate::executor::ExitStatus::Signal(signal) => match Signal::try_from(signal) {
             Ok(s) => format!("signal {signal} ({s})"),
             Err(_) => format!("signal {signal}"),
         },
-        (None, None) => status.to_string(),
+        code => code.to_string(),
     }
 }
 

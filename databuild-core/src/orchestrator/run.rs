@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{BuildError, BuildOptions, BuildOutcome, Inner, NotBuilt, Orchestrator};
 use crate::bel::{BuildEvent, Event};
+use crate::clock::sleep_until_some;
 use crate::executor::{
     Executor, ExecutorError, ExitStatus, JobRunSpec, Outcome, RunUpdate, log_path,
 };
@@ -219,14 +220,6 @@ fn backoff(policy: &crate::job::RetryPolicy, failed: u32, run: &str) -> std::tim
     let h = foldhash::fast::FixedState::with_seed(7).hash_one(run);
     let jitter = 0.5 + (h % 1000) as f64 / 2000.0;
     capped.mul_f64(jitter)
-}
-
-/// Waits until `at`, or forever without a deadline.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn status_events(
