@@ -7,7 +7,7 @@
 //! expressions, overlap is checked per ref, when a ref is looked up.
 //!
 //! [`DataBuildGraph`] is the seeds' graph interface: `analyze` (plan) now,
-//! `build` once the orchestrator exists.
+//! `build`, which the orchestrator implements.
 
 mod error;
 
@@ -21,6 +21,7 @@ use regex::RegexSet;
 pub use error::{GraphError, LookupError};
 
 use crate::job::{DataBuildJob, JobLabel};
+use crate::orchestrator::{BuildError, BuildOutcome};
 use crate::partition::{PartitionPattern, PartitionRef, quote};
 use crate::plan::JobGraph;
 use crate::planner::PlanError;
@@ -28,11 +29,21 @@ use crate::planner::PlanError;
 /// The seeds' graph operations.
 ///
 /// The trait is object-safe. [`Planner`](crate::Planner) implements
-/// `analyze`; the orchestrator adds `build`.
+/// `analyze` only; [`Orchestrator`](crate::Orchestrator) implements both.
 #[async_trait]
 pub trait DataBuildGraph: Send + Sync + fmt::Debug {
     /// graph.analyze: the plan that materializes `outputs`.
     async fn analyze(&self, outputs: &[PartitionRef]) -> Result<JobGraph, PlanError>;
+
+    /// graph.build: analyze, then run the plan. The default is
+    /// [`BuildError::Unsupported`] (a planner plans; it does not run).
+    async fn build(&self, outputs: &[PartitionRef]) -> Result<BuildOutcome, BuildError> {
+        let _ = outputs;
+        Err(BuildError::Unsupported {
+            operation: "build",
+            by: "this graph (only an Orchestrator runs builds)",
+        })
+    }
 }
 
 /// A set of jobs with unique labels, and the lookup from partition refs to

@@ -2,37 +2,61 @@
 //!
 //! [`Orchestrator::build`] records the request, plans it with the
 //! [`Planner`], routes every task to an executor (in-process jobs to the
-//! built-in [`InProcessExecutor`], others to the configured executor), then
-//! runs the plan: ready tasks (all inputs built) are queued and launched as
-//! slots allow, woken by executor updates on a channel (never by polling),
-//! and every transition is an event. Each event is first applied to the
-//! shared [`BuildState`], so the live view is the reducer's view and a log
-//! that breaks the diagrams is refused as it is written.
+//! built-in [`InProcessExecutor`], others to the configured executor, by
+//! labels) and to its pool, then runs the plan: a task whose inputs are
+//! built gets a queued job run at once, and queued runs are launched as
+//! slots allow, woken by executor updates, timers and slot releases on
+//! channels (never by polling). Every transition is an event, first checked
+//! against the shared [`BuildState`], so the live view is the reducer's view
+//! and a log that breaks the diagrams is refused as it is written.
 //!
-//! This first slice covers: a global parallelism limit, success and failure
-//! chains of the job.exec diagram, launch failures, retries per the job's
-//! policy (a new run with `attempt` and `previous_job_run_id`, after an
-//! exponential backoff with jitter; cancellations are never retried),
-//! fail-fast (a failure cancels the request's other runs, waits for their
-//! confirmation, then fails the build), and the [`BuildOutcome`]. Still to
-//! come (issue #3): named pools, timeouts, liveness and Lost, reruns
-//! after missing deps (today a `MissingDeps` run fails its task), keep-going,
-//! the scratch directory, and build heartbeats.
+//! What a run can go through, and the events it leaves:
+//!
+//! | path | events of the run |
+//! |---|---|
+//! | success | `job_run_queued`, `job_scheduled`, `partition_status_changed` (building), `job_run_config_validated`, `job_run_running`, `job_run_task_succeeded`, `job_run_succeeded`, `partition_status_changed` (available) |
+//! | task failure | … `job_run_running`, `job_run_task_failed`, `job_run_failed`; then a retry (a new run with `attempt` + 1 and `previous_job_run_id`, after an exponential backoff with jitter) or `job_failure` |
+//! | launch failure | … `job_run_config_validated`, `job_run_launch_failed`, `job_run_failed` |
+//! | timeout | … `job_run_kill_requested` (source timeout), `job_run_failed` (stage timeout) once the run is gone; retried per policy |
+//! | lost (no sign of life for `liveness_timeout`) | … `job_run_kill_requested`, `job_run_lost`; slots freed, later updates fenced, retried as a new attempt |
+//! | missing deps | … `job_run_missing_deps`, the missing refs planned (`analyze_started` …), then a new run of the task, same attempt, linked by `previous_job_run_id` |
+//! | fail fast | `job_failure`, `job_cancels`, `job_run_kill_requested` per running run, `job_run_canceled` once each is confirmed gone, `build_failed` |
+//! | cancel | `job_run_kill_requested` (source user), `job_run_canceled`, `build_canceled` |
+//!
+//! The request itself: `build_request_received`, `build_planning`, the
+//! analysis, `jobs_unschedulable` (if any), `build_executing`,
+//! `remaining_jobs` when the counts change, `build_heartbeat` every
+//! `build_heartbeat_interval`, and `build_succeeded`, `build_failed` or
+//! `build_canceled`. With [`BuildOptions::keep_going`], a failure does not
+//! stop the request: what depends on the failed task is not built and the
+//! rest goes on.
 
 mod error;
+mod execution;
 mod run;
+mod settings;
+mod slots;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
 pub use error::BuildError;
+pub use settings::OrchestratorSettings;
+
+use execution::Control;
+use slots::Slots;
 
 use crate::bel::{BelSink, BuildEvent, Event};
 use crate::clock::{Clock, IdGenerator, SystemClock, UuidV7Ids};
 use crate::executor::{Executor, InProcessExecutor};
-use crate::graph::Graph;
+use crate::graph::{DataBuildGraph, Graph};
 use crate::partition::PartitionRef;
-use crate::planner::{Availability, PartitionStatusView, Planner};
+use crate::plan::JobGraph;
+use crate::planner::{Availability, PartitionStatusView, PlanError, Planner};
 use crate::state::BuildState;
 
 /// Options of one build request.
@@ -41,6 +65,9 @@ use crate::state::BuildState;
 pub struct BuildOptions {
     /// Rebuild the requested partitions even when they are available.
     pub force: bool,
+    /// Build everything that does not depend on a failure instead of
+    /// failing fast.
+    pub keep_going: bool,
 }
 
 impl BuildOptions {
@@ -48,6 +75,13 @@ impl BuildOptions {
     #[must_use]
     pub fn force(mut self, force: bool) -> Self {
         self.force = force;
+        self
+    }
+
+    /// Sets `keep_going`.
+    #[must_use]
+    pub fn keep_going(mut self, keep_going: bool) -> Self {
+        self.keep_going = keep_going;
         self
     }
 }
@@ -73,6 +107,8 @@ pub struct BuildOutcome {
     pub skipped: Vec<PartitionRef>,
     /// Partitions of the plan that are not available, with the reason.
     pub not_built: Vec<NotBuilt>,
+    /// Whether the request was cancelled.
+    pub canceled: bool,
 }
 
 impl BuildOutcome {
@@ -97,9 +133,13 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: Arc<dyn IdGenerator>,
     pub(crate) state_dir: PathBuf,
-    pub(crate) parallelism: usize,
+    pub(crate) scratch_root: PathBuf,
+    pub(crate) settings: OrchestratorSettings,
+    pub(crate) slots: Slots,
     pub(crate) state: Arc<Mutex<BuildState>>,
     pub(crate) commit_lock: tokio::sync::Mutex<()>,
+    /// Live build requests, by id.
+    pub(crate) controls: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
 }
 
 /// The catalog as the planner sees it.
@@ -139,9 +179,76 @@ impl Orchestrator {
         requested: &[PartitionRef],
         options: BuildOptions,
     ) -> Result<BuildOutcome, BuildError> {
-        run::Build::new(Arc::clone(&self.inner), requested.to_vec(), options)
-            .run()
-            .await
+        self.start(requested, options).outcome().await
+    }
+
+    /// Starts building `requested` on a task of its own and returns at once
+    /// with a handle that knows the request's id, can cancel it, and waits
+    /// for its outcome. Needs a tokio runtime.
+    pub fn start(&self, requested: &[PartitionRef], options: BuildOptions) -> BuildHandle {
+        let build = run::Build::new(Arc::clone(&self.inner), requested.to_vec(), options);
+        let build_request_id = build.id.clone();
+        BuildHandle {
+            orchestrator: self.clone(),
+            build_request_id,
+            task: tokio::spawn(build.run()),
+        }
+    }
+
+    /// Cancels a live build request: its runs are asked to stop (each
+    /// escalated to a forced kill by its executor after the grace period),
+    /// and `BuildCanceled` is written once they are confirmed gone.
+    pub fn cancel(&self, build_request_id: &str, reason: &str) -> Result<(), BuildError> {
+        self.send(
+            build_request_id,
+            Control::Cancel {
+                reason: reason.to_owned(),
+            },
+        )
+    }
+
+    /// Cancels one job run of a live request. The task it ran is not
+    /// built (cancellations are never retried), so the request fails (or,
+    /// with keep-going, builds what does not depend on it).
+    pub fn cancel_run(&self, job_run_id: &str, reason: &str) -> Result<(), BuildError> {
+        let request = self
+            .inner
+            .lock_state()
+            .run(job_run_id)
+            .filter(|r| !r.state.is_terminal())
+            .map(|r| r.started_by.clone())
+            .ok_or_else(|| BuildError::NotLive {
+                id: job_run_id.to_owned(),
+            })?;
+        self.send(
+            &request,
+            Control::CancelRun {
+                job_run_id: job_run_id.to_owned(),
+                reason: reason.to_owned(),
+            },
+        )
+    }
+
+    fn send(&self, build_request_id: &str, control: Control) -> Result<(), BuildError> {
+        let controls = self.inner.controls();
+        controls
+            .get(build_request_id)
+            .and_then(|tx| tx.send(control).ok())
+            .ok_or_else(|| BuildError::NotLive {
+                id: build_request_id.to_owned(),
+            })
+    }
+
+    /// The ids of the build requests running now.
+    pub fn live_requests(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.inner.controls().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Runs holding slots now, and slots in use per named pool.
+    pub fn slots_in_use(&self) -> (usize, BTreeMap<String, u32>) {
+        self.inner.slots.in_use()
     }
 
     pub(crate) fn planner(inner: &Inner) -> Planner {
@@ -162,12 +269,9 @@ impl Inner {
         }
         // One commit at a time, so the state sees events in seq order.
         let _turn = self.commit_lock.lock().await;
-        {
-            let mut check = self.lock_state().clone();
-            for e in &events {
-                check.apply(e).map_err(BuildError::Violation)?;
-            }
-        }
+        self.lock_state()
+            .check_batch(&events)
+            .map_err(BuildError::Violation)?;
         let range = self.bel.append(events.clone()).await?;
         let mut state = self.lock_state();
         for (i, e) in events.iter_mut().enumerate() {
@@ -175,6 +279,12 @@ impl Inner {
             state.apply(e).map_err(BuildError::Violation)?;
         }
         Ok(())
+    }
+
+    pub(crate) fn controls(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Control>>> {
+        self.controls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn lock_state(&self) -> std::sync::MutexGuard<'_, BuildState> {
@@ -198,7 +308,10 @@ pub struct OrchestratorBuilder {
     clock: Option<Arc<dyn Clock>>,
     ids: Option<Arc<dyn IdGenerator>>,
     state_dir: Option<PathBuf>,
+    scratch_root: Option<PathBuf>,
     parallelism: Option<usize>,
+    pools: BTreeMap<String, u32>,
+    settings: OrchestratorSettings,
 }
 
 impl OrchestratorBuilder {
@@ -238,9 +351,33 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// Runs at once, at most (default: the number of CPUs).
+    /// Runs at once, at most, over all requests (default: the number of
+    /// CPUs).
     pub fn parallelism(mut self, n: usize) -> Self {
         self.parallelism = Some(n.max(1));
+        self
+    }
+
+    /// A named pool with `slots` slots. A job whose hints name the pool
+    /// takes its `slots` from it (on top of one unit of `parallelism`); a
+    /// job naming a pool that does not exist, or needing more slots than the
+    /// pool has, is unschedulable.
+    pub fn pool(mut self, name: impl Into<String>, slots: u32) -> Self {
+        self.pools.insert(name.into(), slots);
+        self
+    }
+
+    /// Where per-request scratch directories go (default
+    /// `<state_dir>/scratch`; a tmpfs such as `/dev/shm/...` makes it seed
+    /// 003's in-memory store).
+    pub fn scratch_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scratch_root = Some(dir.into());
+        self
+    }
+
+    /// Timeouts and intervals (see [`OrchestratorSettings`] for defaults).
+    pub fn settings(mut self, settings: OrchestratorSettings) -> Self {
+        self.settings = settings;
         self
     }
 
@@ -255,6 +392,16 @@ impl OrchestratorBuilder {
         let parallelism = self.parallelism.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });
+        self.settings.validate()?;
+        if let Some((name, _)) = self.pools.iter().find(|(_, slots)| **slots == 0) {
+            return Err(BuildError::InvalidSetting {
+                setting: "pool",
+                reason: format!("pool {name:?} has no slots"),
+            });
+        }
+        let state_dir = self
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(".databuild"));
         Ok(Orchestrator {
             inner: Arc::new(Inner {
                 graph,
@@ -263,14 +410,57 @@ impl OrchestratorBuilder {
                 bel,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 ids: self.ids.unwrap_or_else(|| Arc::new(UuidV7Ids)),
-                state_dir: self
-                    .state_dir
-                    .unwrap_or_else(|| PathBuf::from(".databuild")),
-                parallelism,
+                scratch_root: self
+                    .scratch_root
+                    .unwrap_or_else(|| state_dir.join("scratch")),
+                state_dir,
+                settings: self.settings,
+                slots: Slots::new(parallelism, &self.pools),
                 state: Arc::default(),
                 commit_lock: tokio::sync::Mutex::new(()),
+                controls: Mutex::default(),
             }),
         })
+    }
+}
+
+/// A build started with [`Orchestrator::start`].
+#[derive(Debug)]
+pub struct BuildHandle {
+    orchestrator: Orchestrator,
+    build_request_id: String,
+    task: tokio::task::JoinHandle<Result<BuildOutcome, BuildError>>,
+}
+
+impl BuildHandle {
+    /// The request's id.
+    pub fn build_request_id(&self) -> &str {
+        &self.build_request_id
+    }
+
+    /// Cancels the request (see [`Orchestrator::cancel`]). Cancelling a
+    /// request that already ended is not an error.
+    pub fn cancel(&self, reason: &str) {
+        let _ = self.orchestrator.cancel(&self.build_request_id, reason);
+    }
+
+    /// Waits for the request to end.
+    pub async fn outcome(self) -> Result<BuildOutcome, BuildError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(BuildError::Aborted(e.to_string())),
+        }
+    }
+}
+
+#[async_trait]
+impl DataBuildGraph for Orchestrator {
+    async fn analyze(&self, outputs: &[PartitionRef]) -> Result<JobGraph, PlanError> {
+        Orchestrator::planner(&self.inner).analyze(outputs).await
+    }
+
+    async fn build(&self, outputs: &[PartitionRef]) -> Result<BuildOutcome, BuildError> {
+        Orchestrator::build(self, outputs).await
     }
 }
 

@@ -1,82 +1,58 @@
-//! One build request, from receipt to its last event.
+//! One build request, from receipt to its plan and routes; the run of the
+//! plan is [`super::execution`].
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{BuildError, BuildOptions, BuildOutcome, Inner, NotBuilt, Orchestrator};
+use super::execution::{Control, Execution};
+use super::slots::Grant;
+use super::{BuildError, BuildOptions, BuildOutcome, Inner, Orchestrator};
 use crate::bel::{BuildEvent, Event};
-use crate::clock::sleep_until_some;
-use crate::executor::{
-    Executor, ExecutorError, ExitStatus, JobRunSpec, Outcome, RunUpdate, log_path,
-};
+use crate::executor::Executor;
 use crate::job::Launch;
 use crate::partition::PartitionRef;
-use crate::plan::{JobGraph, TaskId};
+use crate::plan::Task;
 use crate::planner::AnalyzeRequest;
-use crate::proto::{self, CancelSource, FailureStage, PartitionStatus};
+use crate::proto::{self, PartitionStatus};
 
-/// Where a task of the plan is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TaskStatus {
-    /// Waiting for inputs.
-    Waiting,
-    /// Ready, waiting for a slot.
-    Ready,
-    /// A run is in flight.
-    Running,
-    /// Built.
-    Done,
-    /// Failed, or never ran because something failed.
-    NotBuilt(String),
-}
+/// Where a task runs and what it holds while it does.
+pub(super) type Route = Result<(Arc<dyn Executor>, Grant), String>;
 
 pub(super) struct Build {
-    inner: Arc<Inner>,
-    requested: Vec<PartitionRef>,
-    options: BuildOptions,
-    id: String,
+    pub(super) inner: Arc<Inner>,
+    pub(super) requested: Vec<PartitionRef>,
+    pub(super) options: BuildOptions,
+    pub(super) id: String,
+    control: Option<mpsc::UnboundedReceiver<Control>>,
 }
 
-/// The run of one plan.
-struct Execution<'a> {
-    build: &'a Build,
-    plan: JobGraph,
-    status: Vec<TaskStatus>,
-    waiting_on: Vec<usize>,
-    ready: VecDeque<TaskId>,
-    runs: HashMap<String, (TaskId, Arc<dyn Executor>)>,
-    executors: Vec<Arc<dyn Executor>>,
-    failing: Option<String>,
-    /// The attempt the next run of each task is.
-    attempts: Vec<u32>,
-    /// The run each task's next run retries.
-    previous: Vec<Option<String>>,
-    /// Tasks waiting out a retry backoff, by deadline.
-    retries: std::collections::BTreeSet<(tokio::time::Instant, usize)>,
-    updates_tx: mpsc::UnboundedSender<(String, RunUpdate)>,
-    updates_rx: mpsc::UnboundedReceiver<(String, RunUpdate)>,
-    remaining: (u64, u64, u64),
+impl Drop for Build {
+    fn drop(&mut self) {
+        self.inner.controls().remove(&self.id);
+    }
 }
 
 impl Build {
+    /// A request with a fresh id, registered so that it can be cancelled.
     pub(super) fn new(
         inner: Arc<Inner>,
         requested: Vec<PartitionRef>,
         options: BuildOptions,
     ) -> Self {
         let id = inner.ids.next_id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        inner.controls().insert(id.clone(), tx);
         Self {
             inner,
             requested,
             options,
             id,
+            control: Some(rx),
         }
     }
 
-    fn event(&self, job_run_id: &str, event: Event) -> BuildEvent {
+    pub(super) fn event(&self, job_run_id: &str, event: Event) -> BuildEvent {
         self.inner.event(&self.id, job_run_id, event)
     }
 
@@ -88,7 +64,7 @@ impl Build {
             .await
     }
 
-    pub(super) async fn run(self) -> Result<BuildOutcome, BuildError> {
+    pub(super) async fn run(mut self) -> Result<BuildOutcome, BuildError> {
         let refs: Vec<proto::PartitionRef> =
             self.requested.iter().map(PartitionRef::to_proto).collect();
         self.inner
@@ -99,7 +75,7 @@ impl Build {
                         requested: refs,
                         options: Some(proto::BuildOptions {
                             force: self.options.force,
-                            keep_going: false,
+                            keep_going: self.options.keep_going,
                         }),
                     }),
                 ),
@@ -119,7 +95,36 @@ impl Build {
                 return Err(e.into());
             }
         };
-        let executors = self.route(&plan).await?;
+        let routes: Vec<Route> = plan.tasks().map(|(_, t)| self.route(t)).collect();
+        let unschedulable: Vec<(&Task, &String)> = plan
+            .tasks()
+            .zip(&routes)
+            .filter_map(|((_, t), r)| r.as_ref().err().map(|why| (t, why)))
+            .collect();
+        if !unschedulable.is_empty() {
+            let tasks = unschedulable
+                .iter()
+                .map(|(task, reason)| proto::UnschedulableTask {
+                    task: Some(task.to_proto()),
+                    reason: (*reason).clone(),
+                })
+                .collect();
+            let listed: Vec<(String, String)> = unschedulable
+                .iter()
+                .map(|(task, reason)| (task.job.to_string(), (*reason).clone()))
+                .collect();
+            self.inner
+                .commit(vec![self.event(
+                    "",
+                    Event::JobsUnschedulable(proto::JobsUnschedulable { tasks }),
+                )])
+                .await?;
+            if !self.options.keep_going {
+                let err = BuildError::Unschedulable { tasks: listed };
+                self.fail(err.to_string()).await?;
+                return Err(err);
+            }
+        }
         self.inner
             .commit(vec![self.event(
                 "",
@@ -128,90 +133,52 @@ impl Build {
                 }),
             )])
             .await?;
-        let (updates_tx, updates_rx) = mpsc::unbounded_channel();
-        let n = plan.len();
-        let mut exec = Execution {
-            build: &self,
-            waiting_on: (0..n)
-                .map(|i| plan.upstream(TaskId::new(i)).count())
-                .collect(),
-            status: vec![TaskStatus::Waiting; n],
-            plan,
-            ready: VecDeque::new(),
-            runs: HashMap::new(),
-            executors,
-            failing: None,
-            attempts: vec![1; n],
-            previous: vec![None; n],
-            retries: std::collections::BTreeSet::new(),
-            updates_tx,
-            updates_rx,
-            remaining: (0, 0, 0),
-        };
-        exec.run().await
+        let control = self.control.take();
+        Execution::new(&self, plan, routes, control).run().await
     }
 
-    /// The executor of each task, or the build fails as unschedulable.
-    async fn route(&self, plan: &JobGraph) -> Result<Vec<Arc<dyn Executor>>, BuildError> {
-        let mut executors = Vec::with_capacity(plan.len());
-        let mut unschedulable = Vec::new();
-        for (_, task) in plan.tasks() {
-            let job = self.inner.graph.job(task.job.as_str());
-            let chosen = match job.map(|j| j.launch()) {
-                None => Err("the job is not in the graph".to_owned()),
-                Some(Launch::InProcess(_)) => Ok(Arc::clone(&self.inner.in_process)),
-                Some(_) => match &self.inner.executor {
-                    None => Err("no executor for process jobs is configured".to_owned()),
-                    Some(executor) => {
-                        let labels = executor.info().labels;
-                        match task
-                            .config
-                            .hints
-                            .label_requirements
-                            .iter()
-                            .find(|(k, v)| labels.get(*k) != Some(v))
-                        {
-                            Some((k, v)) => Err(format!("no executor has label {k}={v}")),
-                            None => Ok(Arc::clone(executor)),
-                        }
+    /// Where `task` runs: in-process jobs on the built-in executor, others
+    /// on the configured one when its labels match; and the pool slots it
+    /// takes.
+    pub(super) fn route(&self, task: &Task) -> Route {
+        let job = self.inner.graph.job(task.job.as_str());
+        let executor = match job.map(|j| j.launch()) {
+            None => return Err("the job is not in the graph".to_owned()),
+            Some(Launch::InProcess(_)) => Arc::clone(&self.inner.in_process),
+            Some(_) => match &self.inner.executor {
+                None => return Err("no executor for process jobs is configured".to_owned()),
+                Some(executor) => {
+                    let labels = executor.info().labels;
+                    if let Some((k, v)) = task
+                        .config
+                        .hints
+                        .label_requirements
+                        .iter()
+                        .find(|(k, v)| labels.get(*k) != Some(v))
+                    {
+                        return Err(format!("no executor has label {k}={v}"));
                     }
-                },
-            };
-            match chosen {
-                Ok(e) => executors.push(e),
-                Err(reason) => unschedulable.push((task, reason)),
-            }
-        }
-        if unschedulable.is_empty() {
-            return Ok(executors);
-        }
-        let tasks = unschedulable
-            .iter()
-            .map(|(task, reason)| proto::UnschedulableTask {
-                task: Some(task.to_proto()),
-                reason: reason.clone(),
-            })
-            .collect();
-        let listed: Vec<(String, String)> = unschedulable
-            .iter()
-            .map(|(task, reason)| (task.job.to_string(), reason.clone()))
-            .collect();
-        self.inner
-            .commit(vec![self.event(
-                "",
-                Event::JobsUnschedulable(proto::JobsUnschedulable { tasks }),
-            )])
-            .await?;
-        let err = BuildError::Unschedulable { tasks: listed };
-        self.fail(err.to_string()).await?;
-        Err(err)
+                    Arc::clone(executor)
+                }
+            },
+        };
+        let hints = &task.config.hints;
+        let grant = self
+            .inner
+            .slots
+            .resolve(hints.pool.as_deref(), hints.effective_slots())?;
+        Ok((executor, grant))
     }
 }
 
 /// The wait before attempt `failed + 1`: the initial backoff doubled per
 /// attempt, capped, times a jitter in [0.5, 1) drawn from the failed run's
 /// id (so injected ids make it reproducible).
-fn backoff(policy: &crate::job::RetryPolicy, failed: u32, run: &str) -> std::time::Duration {
+pub(super) fn backoff(
+    policy: &crate::job::RetryPolicy,
+    failed: u32,
+    run: &str,
+) -> std::time::Duration {
     use std::hash::BuildHasher;
     let doubled = policy
         .initial_backoff
@@ -222,7 +189,8 @@ fn backoff(policy: &crate::job::RetryPolicy, failed: u32, run: &str) -> std::tim
     capped.mul_f64(jitter)
 }
 
-fn status_events(
+/// One `PartitionStatusChanged` per output.
+pub(super) fn status_events(
     build: &Build,
     run: &str,
     outputs: &[PartitionRef],
@@ -241,465 +209,4 @@ fn status_events(
             )
         })
         .collect()
-}
-
-impl Execution<'_> {
-    async fn run(&mut self) -> Result<BuildOutcome, BuildError> {
-        for i in 0..self.plan.len() {
-            if self.waiting_on[i] == 0 {
-                self.status[i] = TaskStatus::Ready;
-                self.ready.push_back(TaskId::new(i));
-            }
-        }
-        loop {
-            self.dispatch().await?;
-            self.report_remaining().await?;
-            if self.runs.is_empty() && self.retries.is_empty() {
-                break;
-            }
-            let next_retry = self.retries.first().map(|(at, _)| *at);
-            tokio::select! {
-                update = self.updates_rx.recv() => {
-                    let Some((run, update)) = update else { break };
-                    self.on_update(run, update).await?;
-                }
-                () = sleep_until_some(next_retry) => {
-                    let now = tokio::time::Instant::now();
-                    while let Some(&(at, task)) = self.retries.first() {
-                        if at > now {
-                            break;
-                        }
-                        self.retries.pop_first();
-                        self.status[task] = TaskStatus::Ready;
-                        self.ready.push_back(TaskId::new(task));
-                    }
-                }
-            }
-        }
-        self.finish().await
-    }
-
-    async fn report_remaining(&mut self) -> Result<(), BuildError> {
-        let count = |f: fn(&TaskStatus) -> bool| self.status.iter().filter(|s| f(s)).count() as u64;
-        let now = (
-            count(|s| *s == TaskStatus::Ready),
-            count(|s| *s == TaskStatus::Running),
-            count(|s| {
-                matches!(
-                    s,
-                    TaskStatus::Waiting | TaskStatus::Ready | TaskStatus::Running
-                )
-            }),
-        );
-        if now != self.remaining {
-            self.remaining = now;
-            let (ready, running, remaining) = now;
-            self.build
-                .inner
-                .commit(vec![self.build.event(
-                    "",
-                    Event::RemainingJobs(proto::RemainingJobs {
-                        ready,
-                        running,
-                        remaining,
-                    }),
-                )])
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Launches ready tasks while slots allow.
-    async fn dispatch(&mut self) -> Result<(), BuildError> {
-        while self.failing.is_none() && self.runs.len() < self.build.inner.parallelism {
-            let Some(task) = self.ready.pop_front() else {
-                return Ok(());
-            };
-            let inner = &self.build.inner;
-            let run = inner.ids.next_id();
-            let t = self.plan.task(task).clone();
-            let mut events = vec![
-                self.build.event(
-                    &run,
-                    Event::JobRunQueued(proto::JobRunQueued {
-                        task: Some(t.to_proto()),
-                        attempt: self.attempts[task.index()],
-                        previous_job_run_id: self.previous[task.index()]
-                            .clone()
-                            .unwrap_or_default(),
-                    }),
-                ),
-                self.build.event(
-                    &run,
-                    Event::JobScheduled(proto::JobScheduled {
-                        job_run_id: run.clone(),
-                    }),
-                ),
-            ];
-            events.extend(status_events(
-                self.build,
-                &run,
-                &t.config.outputs,
-                PartitionStatus::Building,
-            ));
-            events.push(self.build.event(
-                &run,
-                Event::JobRunConfigValidated(proto::JobRunConfigValidated {}),
-            ));
-            // The launch record is committed before the launch.
-            inner.commit(events).await?;
-            let launch = inner
-                .graph
-                .job(t.job.as_str())
-                .map(|j| j.launch())
-                .unwrap_or_else(|| unreachable!("routing checked every job"));
-            let log = log_path(&inner.state_dir, &run, inner.clock.now_ns());
-            let mut spec = JobRunSpec::new(
-                run.clone(),
-                self.build.id.clone(),
-                t.job.clone(),
-                t.config.clone(),
-                launch,
-                log,
-            );
-            spec.attempt = self.attempts[task.index()];
-            spec.previous_job_run_id = self.previous[task.index()].clone();
-            let executor = Arc::clone(&self.executors[task.index()]);
-            self.status[task.index()] = TaskStatus::Running;
-            match executor.launch(spec).await {
-                Ok(mut updates) => {
-                    self.runs.insert(run.clone(), (task, executor));
-                    let tx = self.updates_tx.clone();
-                    tokio::spawn(async move {
-                        while let Some(u) = updates.next().await {
-                            if tx.send((run.clone(), u)).is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-                Err(e) => {
-                    let (reason, retryable) = match &e {
-                        ExecutorError::Launch {
-                            reason, retryable, ..
-                        } => (reason.clone(), *retryable),
-                        other => (other.to_string(), false),
-                    };
-                    let events = vec![
-                        self.build.event(
-                            &run,
-                            Event::JobRunLaunchFailed(proto::JobRunLaunchFailed {
-                                reason: reason.clone(),
-                                retryable,
-                            }),
-                        ),
-                        self.build.event(
-                            &run,
-                            Event::JobRunFailed(proto::JobRunFailed {
-                                stage: FailureStage::Launch as i32,
-                                reason: reason.clone(),
-                                retryable,
-                            }),
-                        ),
-                    ];
-                    inner.commit(events).await?;
-                    self.attempt_failed(task, &run, format!("launch failed: {reason}"), retryable)
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_update(&mut self, run: String, update: RunUpdate) -> Result<(), BuildError> {
-        let Some((task, executor)) = self.runs.get(&run).map(|(t, e)| (*t, Arc::clone(e))) else {
-            return Ok(());
-        };
-        let build = self.build;
-        match update {
-            RunUpdate::Running { handle } => {
-                build
-                    .inner
-                    .commit(vec![build.event(
-                        &run,
-                        Event::JobRunRunning(proto::JobRunRunning {
-                            executor: executor.info().name,
-                            handle,
-                        }),
-                    )])
-                    .await
-            }
-            // Liveness is tracked in memory; BEL heartbeats are throttled
-            // (with liveness, next in issue #3), so none are written here.
-            RunUpdate::Heartbeat { .. } => Ok(()),
-            RunUpdate::Exited(outcome) => {
-                self.runs.remove(&run);
-                self.on_exit(task, &run, outcome).await
-            }
-        }
-    }
-
-    async fn on_exit(
-        &mut self,
-        task: TaskId,
-        run: &str,
-        outcome: Outcome,
-    ) -> Result<(), BuildError> {
-        let build = self.build;
-        let outputs = self.plan.task(task).config.outputs.clone();
-        let exit_of = |exit: Option<ExitStatus>| proto::JobRunTaskFailed {
-            exit: exit.map(|e| match e {
-                ExitStatus::Code(c) => proto::job_run_task_failed::Exit::ExitCode(c),
-                ExitStatus::Signal(s) => proto::job_run_task_failed::Exit::Signal(s),
-            }),
-        };
-        match outcome {
-            Outcome::Succeeded { .. } => {
-                let mut events = vec![
-                    build.event(
-                        run,
-                        Event::JobRunTaskSucceeded(proto::JobRunTaskSucceeded {}),
-                    ),
-                    build.event(
-                        run,
-                        Event::JobRunSucceeded(proto::JobRunSucceeded {
-                            manifest: Some(proto::PartitionManifest {
-                                outputs: outputs.iter().map(PartitionRef::to_proto).collect(),
-                                task: Some(self.plan.task(task).to_proto()),
-                                ..Default::default()
-                            }),
-                        }),
-                    ),
-                ];
-                events.extend(status_events(
-                    build,
-                    run,
-                    &outputs,
-                    PartitionStatus::Available,
-                ));
-                build.inner.commit(events).await?;
-                self.status[task.index()] = TaskStatus::Done;
-                let downstream: Vec<TaskId> = self.plan.downstream(task).map(|(t, _)| t).collect();
-                for d in downstream {
-                    self.waiting_on[d.index()] -= 1;
-                    if self.waiting_on[d.index()] == 0
-                        && self.status[d.index()] == TaskStatus::Waiting
-                    {
-                        self.status[d.index()] = TaskStatus::Ready;
-                        self.ready.push_back(d);
-                    }
-                }
-                Ok(())
-            }
-            Outcome::Failed {
-                stage,
-                reason,
-                exit,
-                retryable,
-            } => {
-                let mut events = Vec::new();
-                if stage == FailureStage::Metadata {
-                    events.push(build.event(
-                        run,
-                        Event::JobRunTaskSucceeded(proto::JobRunTaskSucceeded {}),
-                    ));
-                    events.push(build.event(
-                        run,
-                        Event::JobRunMetadataFailed(proto::JobRunMetadataFailed {
-                            reason: reason.clone(),
-                        }),
-                    ));
-                } else {
-                    events.push(build.event(run, Event::JobRunTaskFailed(exit_of(exit))));
-                }
-                events.push(build.event(
-                    run,
-                    Event::JobRunFailed(proto::JobRunFailed {
-                        stage: stage as i32,
-                        reason: reason.clone(),
-                        retryable,
-                    }),
-                ));
-                build.inner.commit(events).await?;
-                self.attempt_failed(task, run, reason, retryable).await
-            }
-            Outcome::MissingDeps { missing_deps, .. } => {
-                let missing: Vec<String> = missing_deps
-                    .iter()
-                    .flat_map(|m| m.missing.iter().map(ToString::to_string))
-                    .collect();
-                build
-                    .inner
-                    .commit(vec![
-                        build.event(
-                            run,
-                            Event::JobRunMissingDeps(proto::JobRunMissingDeps {
-                                missing_deps: missing_deps
-                                    .iter()
-                                    .map(|m| proto::MissingDeps {
-                                        impacted: m
-                                            .impacted
-                                            .iter()
-                                            .map(PartitionRef::to_proto)
-                                            .collect(),
-                                        missing: m
-                                            .missing
-                                            .iter()
-                                            .map(PartitionRef::to_proto)
-                                            .collect(),
-                                    })
-                                    .collect(),
-                            }),
-                        ),
-                    ])
-                    .await?;
-                let reason = format!(
-                    "missing dependencies {} (building them and rerunning is not supported yet)",
-                    missing.join(", ")
-                );
-                self.task_failed(task, run, reason).await
-            }
-            Outcome::Canceled { reason } => {
-                let mut events = vec![build.event(
-                    run,
-                    Event::JobRunCanceled(proto::JobRunCanceled {
-                        reason: reason.clone(),
-                        source: CancelSource::FailFast as i32,
-                    }),
-                )];
-                events.extend(status_events(build, run, &outputs, PartitionStatus::Failed));
-                build.inner.commit(events).await?;
-                self.status[task.index()] = TaskStatus::NotBuilt(format!("canceled: {reason}"));
-                Ok(())
-            }
-        }
-    }
-
-    /// A run failed: retry per the job's policy (a new run, after a backoff
-    /// with jitter), or fail the task for good.
-    async fn attempt_failed(
-        &mut self,
-        task: TaskId,
-        run: &str,
-        reason: String,
-        retryable: bool,
-    ) -> Result<(), BuildError> {
-        let policy = self.plan.task(task).config.hints.retry;
-        let attempt = self.attempts[task.index()];
-        if !retryable || attempt >= policy.max_attempts || self.failing.is_some() {
-            let reason = if attempt > 1 {
-                format!("{reason} (attempt {attempt} of {})", policy.max_attempts)
-            } else {
-                reason
-            };
-            return self.task_failed(task, run, reason).await;
-        }
-        self.attempts[task.index()] = attempt + 1;
-        self.previous[task.index()] = Some(run.to_owned());
-        let delay = backoff(&policy, attempt, run);
-        self.status[task.index()] = TaskStatus::Waiting;
-        self.retries
-            .insert((tokio::time::Instant::now() + delay, task.index()));
-        Ok(())
-    }
-
-    /// A task failed for good: fail fast, cancelling the request's other
-    /// runs.
-    async fn task_failed(
-        &mut self,
-        task: TaskId,
-        run: &str,
-        reason: String,
-    ) -> Result<(), BuildError> {
-        let build = self.build;
-        let outputs = self.plan.task(task).config.outputs.clone();
-        let mut events = status_events(build, run, &outputs, PartitionStatus::Failed);
-        events.push(build.event(
-            "",
-            Event::JobFailure(proto::JobFailure {
-                job_run_id: run.to_owned(),
-            }),
-        ));
-        self.status[task.index()] = TaskStatus::NotBuilt(reason.clone());
-        if self.failing.is_none() {
-            self.failing = Some(format!("job {} failed: {reason}", self.plan.task(task).job));
-            for (_, waiting) in std::mem::take(&mut self.retries) {
-                self.status[waiting] =
-                    TaskStatus::NotBuilt("not retried: another job failed".into());
-            }
-            let mut running: Vec<String> = self.runs.keys().cloned().collect();
-            running.sort();
-            events.push(build.event(
-                "",
-                Event::JobCancels(proto::JobCancels {
-                    job_run_ids: running.clone(),
-                }),
-            ));
-            for r in &running {
-                events.push(build.event(
-                    r,
-                    Event::JobRunKillRequested(proto::JobRunKillRequested {
-                        reason: "fail fast: another job of the build failed".into(),
-                        source: CancelSource::FailFast as i32,
-                    }),
-                ));
-            }
-            build.inner.commit(events).await?;
-            for r in running {
-                if let Some((_, executor)) = self.runs.get(&r)
-                    && let Err(e) = executor
-                        .cancel(&r, "fail fast: another job of the build failed")
-                        .await
-                {
-                    tracing::warn!(job_run_id = %r, error = %e, "cancelling a run failed");
-                }
-            }
-            return Ok(());
-        }
-        build.inner.commit(events).await
-    }
-
-    async fn finish(&mut self) -> Result<BuildOutcome, BuildError> {
-        let build = self.build;
-        let mut built = Vec::new();
-        let mut not_built = Vec::new();
-        for (id, task) in self.plan.tasks() {
-            match &self.status[id.index()] {
-                TaskStatus::Done => built.extend(task.config.outputs.iter().cloned()),
-                TaskStatus::NotBuilt(reason) => {
-                    not_built.extend(task.config.outputs.iter().map(|p| NotBuilt {
-                        partition: p.clone(),
-                        reason: reason.clone(),
-                    }))
-                }
-                _ => not_built.extend(task.config.outputs.iter().map(|p| {
-                    NotBuilt {
-                        partition: p.clone(),
-                        reason: self
-                            .failing
-                            .clone()
-                            .map_or_else(|| "not run".to_owned(), |f| format!("not run: {f}")),
-                    }
-                })),
-            }
-        }
-        let skipped = self.plan.available().to_vec();
-        let last = match &self.failing {
-            None => Event::BuildSucceeded(proto::BuildSucceeded {
-                built: built.iter().map(PartitionRef::to_proto).collect(),
-                delegated: Vec::new(),
-                skipped: skipped.iter().map(PartitionRef::to_proto).collect(),
-            }),
-            Some(reason) => Event::BuildFailed(proto::BuildFailed {
-                reason: reason.clone(),
-            }),
-        };
-        build.inner.commit(vec![build.event("", last)]).await?;
-        Ok(BuildOutcome {
-            build_request_id: build.id.clone(),
-            built,
-            skipped,
-            not_built,
-        })
-    }
 }

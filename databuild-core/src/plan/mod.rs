@@ -190,6 +190,11 @@ impl JobGraph {
         &self.graph
     }
 
+    /// A task, to change (the planner adds inputs found at run time).
+    pub(crate) fn task_mut(&mut self, id: TaskId) -> &mut Task {
+        &mut self.tasks[id.index()]
+    }
+
     pub(crate) fn add_requested(&mut self, partition: PartitionRef) {
         self.requested.push(partition);
     }

@@ -45,7 +45,7 @@ pub use error::PlanError;
 use crate::bel::{BelSink, BuildEvent, Event};
 use crate::clock::{Clock, IdGenerator, SystemClock, UuidV7Ids};
 use crate::graph::{DataBuildGraph, Graph, LookupError};
-use crate::job::{DataBuildJob, DepType, JobConfig, JobConfigError, JobLabel};
+use crate::job::{DataBuildJob, DataDep, DepType, JobConfig, JobConfigError, JobLabel};
 use crate::partition::PartitionRef;
 use crate::plan::{CycleFound, JobGraph, Slot, Task, TaskId};
 
@@ -211,39 +211,29 @@ impl Planner {
         plan: &mut JobGraph,
         request: &AnalyzeRequest,
     ) -> Result<Vec<TaskId>, PlanError> {
-        let mut run = Expansion {
-            planner: self,
-            request,
-            events: self.bel.as_ref().map(|_| Vec::new()),
-            more_readers: Vec::new(),
-            new_tasks: Vec::new(),
-            digests: HashMap::default(),
-        };
+        let mut run = Expansion::new(self, request);
         let result = run.run(plan).await;
-        match result {
-            Ok(()) => {
-                if run.events.is_some() {
-                    let digest = match &self.bel {
-                        Some(bel) => bel.put_blob(plan.encode()).await?.to_string(),
-                        None => String::new(),
-                    };
-                    run.push(Event::JobGraphEmitted(proto::JobGraphEmitted {
-                        plan_digest: digest,
-                        tasks: plan.len() as u64,
-                        edges: plan.edge_count() as u64,
-                    }));
-                }
-                run.flush().await?;
-                Ok(run.new_tasks)
-            }
-            Err(e) => {
-                run.push(Event::AnalyzeFailed(proto::AnalyzeFailed {
-                    reason: e.to_string(),
-                }));
-                run.flush().await?;
-                Err(e)
-            }
-        }
+        run.finish(plan, result).await
+    }
+
+    /// Adds `inputs` as `MATERIALIZE` inputs of an existing task of a live
+    /// plan (a job that reported missing dependencies at run time) and plans
+    /// whatever they need, under `request`'s build request id. Returns the
+    /// new tasks. An input the task's own chain produces is a
+    /// [`PlanError::Cycle`]; one no job produces is an unmatched-ref error.
+    ///
+    /// As with [`extend`](Self::extend), on error the plan may hold part of
+    /// the extension.
+    pub async fn add_inputs(
+        &self,
+        plan: &mut JobGraph,
+        task: TaskId,
+        inputs: &[PartitionRef],
+        request: &AnalyzeRequest,
+    ) -> Result<Vec<TaskId>, PlanError> {
+        let mut run = Expansion::new(self, request);
+        let result = run.run_inputs(plan, task, inputs).await;
+        run.finish(plan, result).await
     }
 }
 
@@ -272,6 +262,102 @@ struct Dispatch {
     job: usize,
     refs: Vec<PartitionRef>,
     result: Result<Vec<JobConfig>, JobConfigError>,
+}
+
+impl<'a> Expansion<'a> {
+    fn new(planner: &'a Planner, request: &'a AnalyzeRequest) -> Self {
+        Self {
+            planner,
+            request,
+            events: planner.bel.as_ref().map(|_| Vec::new()),
+            more_readers: Vec::new(),
+            new_tasks: Vec::new(),
+            digests: HashMap::default(),
+        }
+    }
+
+    /// Ends an expansion: `JobGraphEmitted` (with the plan stored as a
+    /// blob) or `AnalyzeFailed`, flushed.
+    async fn finish(
+        mut self,
+        plan: &JobGraph,
+        result: Result<(), PlanError>,
+    ) -> Result<Vec<TaskId>, PlanError> {
+        match result {
+            Ok(()) => {
+                if self.events.is_some() {
+                    let digest = match &self.planner.bel {
+                        Some(bel) => bel.put_blob(plan.encode()).await?.to_string(),
+                        None => String::new(),
+                    };
+                    self.push(Event::JobGraphEmitted(proto::JobGraphEmitted {
+                        plan_digest: digest,
+                        tasks: plan.len() as u64,
+                        edges: plan.edge_count() as u64,
+                    }));
+                }
+                self.flush().await?;
+                Ok(self.new_tasks)
+            }
+            Err(e) => {
+                self.push(Event::AnalyzeFailed(proto::AnalyzeFailed {
+                    reason: e.to_string(),
+                }));
+                self.flush().await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The expansion of [`Planner::add_inputs`].
+    async fn run_inputs(
+        &mut self,
+        plan: &mut JobGraph,
+        task: TaskId,
+        inputs: &[PartitionRef],
+    ) -> Result<(), PlanError> {
+        let mut frontier = Vec::new();
+        let mut found = Ok(());
+        for r in inputs {
+            let config = &mut plan.task_mut(task).config;
+            if !config
+                .inputs
+                .iter()
+                .any(|d| d.dep_type == DepType::Materialize && d.partition == *r)
+            {
+                config.inputs.push(DataDep::materialize(r.clone()));
+            }
+            match self.need(plan, task, r.clone()) {
+                Ok(Some(missing)) => frontier.push(missing),
+                Ok(None) => {}
+                Err(e) => {
+                    found = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Some(events) = &mut self.events {
+            let refs = |v: &[PartitionRef]| v.iter().map(PartitionRef::to_proto).collect();
+            let started = BuildEvent::at(
+                self.planner.clock.now_ns(),
+                Event::AnalyzeStarted(proto::AnalyzeStarted {
+                    requested: refs(inputs),
+                    missing: refs(&frontier),
+                }),
+            )
+            .for_request(&self.request.build_request_id);
+            // Before a cycle event `need` may have recorded.
+            events.insert(0, started);
+        }
+        found?;
+        let mut wave = 0u32;
+        while !frontier.is_empty() {
+            frontier = self.wave(plan, wave, frontier).await?;
+            self.flush().await?;
+            wave += 1;
+        }
+        Ok(())
+    }
 }
 
 impl Expansion<'_> {
@@ -478,50 +564,68 @@ impl Expansion<'_> {
                     continue;
                 }
                 let input = dep.partition.clone();
-                match plan.index_mut().entry(input) {
-                    Entry::Occupied(mut e) => {
-                        // Edges carry the index's copy of the ref. The
-                        // task keeps its own: swapping it for the shared one
-                        // (interning) saves 7% of memory at 1M partitions but
-                        // costs 15% of the time in frees (benches/README.md).
-                        let known = e.key().clone();
-                        let slot = *e.get();
-                        match slot {
-                            Slot::Produced(_) | Slot::Settled => {}
-                            Slot::Waiting { first: None, more } => {
-                                *e.get_mut() = Slot::Waiting {
-                                    first: Some(id),
-                                    more,
-                                };
-                            }
-                            Slot::Waiting { first, more } => {
-                                let more = self.push_more(more, id);
-                                *e.get_mut() = Slot::Waiting { first, more };
-                            }
-                        }
-                        if let Slot::Produced(producer) = slot
-                            && let Err(cycle) = plan.connect(producer, id, known.clone())
-                        {
-                            return Err(self.cycle(plan, cycle, producer, id, known));
-                        }
-                    }
-                    Entry::Vacant(v) => match self.planner.availability.status(v.key()) {
-                        PartitionStatusView::Missing | PartitionStatusView::Tainted => {
-                            next.push(v.key().clone());
-                            v.insert(Slot::Waiting {
-                                first: Some(id),
-                                more: NO_MORE,
-                            });
-                        }
-                        status => {
-                            let r = v.key().clone();
-                            Self::settle(plan, r, status);
-                        }
-                    },
+                if let Some(missing) = self.need(plan, id, input)? {
+                    next.push(missing);
                 }
             }
         }
         Ok(next)
+    }
+
+    /// Records that task `id` reads `input`: an edge from its producer
+    /// (checked for a cycle), a wait for a producer still to plan, or
+    /// nothing when it is available or built elsewhere. Returns the input
+    /// when it is missing and nobody plans it yet: the next wave's work.
+    fn need(
+        &mut self,
+        plan: &mut JobGraph,
+        id: TaskId,
+        input: PartitionRef,
+    ) -> Result<Option<PartitionRef>, PlanError> {
+        match plan.index_mut().entry(input) {
+            Entry::Occupied(mut e) => {
+                // Edges carry the index's copy of the ref. The task keeps its
+                // own: swapping it for the shared one (interning) saves 7% of
+                // memory at 1M partitions but costs 15% of the time in frees
+                // (benches/README.md).
+                let known = e.key().clone();
+                let slot = *e.get();
+                match slot {
+                    Slot::Produced(_) | Slot::Settled => {}
+                    Slot::Waiting { first: None, more } => {
+                        *e.get_mut() = Slot::Waiting {
+                            first: Some(id),
+                            more,
+                        };
+                    }
+                    Slot::Waiting { first, more } => {
+                        let more = self.push_more(more, id);
+                        *e.get_mut() = Slot::Waiting { first, more };
+                    }
+                }
+                if let Slot::Produced(producer) = slot
+                    && let Err(cycle) = plan.connect(producer, id, known.clone())
+                {
+                    return Err(self.cycle(plan, cycle, producer, id, known));
+                }
+                Ok(None)
+            }
+            Entry::Vacant(v) => match self.planner.availability.status(v.key()) {
+                PartitionStatusView::Missing | PartitionStatusView::Tainted => {
+                    let missing = v.key().clone();
+                    v.insert(Slot::Waiting {
+                        first: Some(id),
+                        more: NO_MORE,
+                    });
+                    Ok(Some(missing))
+                }
+                status => {
+                    let r = v.key().clone();
+                    Self::settle(plan, r, status);
+                    Ok(None)
+                }
+            },
+        }
     }
 
     /// Adds `reader` to the further readers at `more`, returning the index.

@@ -135,6 +135,9 @@ pub struct CatalogEntry {
     pub status: PartitionStatus,
     /// The job run that last changed it.
     pub job_run_id: String,
+    /// Sequence number of the event that set the status (0 before the
+    /// event was appended).
+    pub seq: u64,
 }
 
 /// The state of builds, reduced from the log.
@@ -200,6 +203,37 @@ impl BuildState {
         self.apply_event(e, event)?;
         if e.seq != 0 {
             self.last_seq = e.seq;
+        }
+        Ok(())
+    }
+
+    /// Checks that `events` may be applied, in order, without changing the
+    /// state: the work is proportional to the batch, not to the state.
+    pub fn check_batch(&self, events: &[BuildEvent]) -> Result<(), Violation> {
+        let mut overlay = BuildState {
+            last_seq: self.last_seq,
+            ..BuildState::default()
+        };
+        for e in events {
+            let scheduled = match &e.event {
+                Some(Event::JobScheduled(s)) => Some(s.job_run_id.as_str()),
+                _ => None,
+            };
+            for id in std::iter::once(e.job_run_id.as_str()).chain(scheduled) {
+                if let Some(run) = self.runs.get(id)
+                    && !overlay.runs.contains_key(id)
+                {
+                    overlay.runs.insert(id.to_owned(), run.clone());
+                }
+            }
+            if let Some(request) = self.requests.get(&e.build_request_id)
+                && !overlay.requests.contains_key(&e.build_request_id)
+            {
+                overlay
+                    .requests
+                    .insert(e.build_request_id.clone(), request.clone());
+            }
+            overlay.apply(e)?;
         }
         Ok(())
     }
@@ -410,6 +444,7 @@ impl BuildState {
             CatalogEntry {
                 status,
                 job_run_id: p.job_run_id.clone(),
+                seq: e.seq,
             },
         );
         Ok(())

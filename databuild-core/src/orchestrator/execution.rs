@@ -1,0 +1,1302 @@
+//! The run of one plan: graph.build's loop (seed 001) over the job run
+//! lifecycle (seed 000).
+//!
+//! A task whose inputs are all built gets a job run at once (`JobRunQueued`,
+//! in the same batch as the success that made it ready). Queued runs are
+//! launched as slots allow (`JobScheduled` is committed before the
+//! executor is asked). The loop sleeps on one `select!`: executor updates,
+//! control messages (cancel), the earliest timer (retry backoff, run
+//! timeout, liveness, build heartbeat, cancel wait) and, when ready work is
+//! waiting for slots another request holds, the slots' release signal.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::run::{Build, Route, backoff, status_events};
+use super::slots::Grant;
+use super::{BuildError, BuildOutcome, NotBuilt, Orchestrator};
+use crate::bel::{BuildEvent, Event};
+use crate::clock::sleep_until_some;
+use crate::executor::{
+    Executor, ExecutorError, ExitStatus, JobRunSpec, Outcome, RunUpdate, log_path,
+};
+use crate::job::protocol::MissingDeps;
+use crate::partition::PartitionRef;
+use crate::plan::{JobGraph, TaskId};
+use crate::planner::AnalyzeRequest;
+use crate::proto::{self, CancelSource, FailureStage, PartitionStatus};
+
+/// A message to a live build request.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Cancel the request.
+    Cancel { reason: String },
+    /// Cancel one of its job runs.
+    CancelRun { job_run_id: String, reason: String },
+}
+
+/// Where a task of the plan is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TaskStatus {
+    /// Waiting for inputs.
+    Waiting,
+    /// A run is queued, waiting for slots.
+    Ready,
+    /// A run is in flight.
+    Running,
+    /// Waiting out a retry backoff.
+    Backoff,
+    /// Built.
+    Done,
+    /// Failed, or never ran because something failed.
+    NotBuilt(String),
+}
+
+#[derive(Debug)]
+struct TaskState {
+    status: TaskStatus,
+    /// Upstream tasks not built yet.
+    waiting_on: u32,
+    /// The attempt of the task's next (or current) run.
+    attempt: u32,
+    /// The run the next run follows (a retry or a rerun).
+    previous: Option<String>,
+    /// Reruns after missing deps so far.
+    reruns: u32,
+    /// The queued or running run.
+    run: Option<String>,
+    route: Route,
+}
+
+/// Why the orchestrator asked a run to stop.
+#[derive(Debug, Clone)]
+enum Stop {
+    Timeout(Duration),
+    Cancel {
+        reason: String,
+        source: CancelSource,
+    },
+}
+
+#[derive(Debug)]
+struct LiveRun {
+    task: TaskId,
+    executor: Arc<dyn Executor>,
+    grant: Grant,
+    running: bool,
+    last_seen: Instant,
+    last_seen_ns: i64,
+    bel_beat: Option<Instant>,
+    /// The catalog's last seq when the run was launched.
+    launched_seq: u64,
+    stop: Option<Stop>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Retry(usize),
+    Timeout(String),
+    Liveness(String),
+    BuildHeartbeat,
+    CancelWait,
+}
+
+/// How the request is ending early.
+#[derive(Debug, Clone)]
+enum Ending {
+    FailFast(String),
+    Canceled {
+        reason: String,
+        source: CancelSource,
+    },
+}
+
+/// Tasks per status, kept as statuses change (never recounted).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    waiting: u64,
+    ready: u64,
+    running: u64,
+    backoff: u64,
+    done: u64,
+    not_built: u64,
+}
+
+impl Counts {
+    fn slot(&mut self, s: &TaskStatus) -> &mut u64 {
+        match s {
+            TaskStatus::Waiting => &mut self.waiting,
+            TaskStatus::Ready => &mut self.ready,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Backoff => &mut self.backoff,
+            TaskStatus::Done => &mut self.done,
+            TaskStatus::NotBuilt(_) => &mut self.not_built,
+        }
+    }
+}
+
+pub(super) struct Execution<'a> {
+    build: &'a Build,
+    plan: JobGraph,
+    tasks: Vec<TaskState>,
+    /// Queued tasks per pool.
+    queues: Vec<VecDeque<TaskId>>,
+    next_queue: usize,
+    runs: HashMap<String, LiveRun>,
+    timers: BTreeSet<(Instant, Timer)>,
+    counts: Counts,
+    reported: (u64, u64, u64),
+    /// Runs ended per outcome, for build heartbeats.
+    succeeded: u64,
+    failed: u64,
+    canceled: u64,
+    failures: Vec<String>,
+    ending: Option<Ending>,
+    blocked: bool,
+    scratch: Option<PathBuf>,
+    updates_tx: mpsc::UnboundedSender<(String, RunUpdate)>,
+    updates_rx: mpsc::UnboundedReceiver<(String, RunUpdate)>,
+    control: Option<mpsc::UnboundedReceiver<Control>>,
+    released: watch::Receiver<u64>,
+}
+
+async fn recv_control(rx: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Option<Control> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<'a> Execution<'a> {
+    pub(super) fn new(
+        build: &'a Build,
+        plan: JobGraph,
+        routes: Vec<Route>,
+        control: Option<mpsc::UnboundedReceiver<Control>>,
+    ) -> Self {
+        let (updates_tx, updates_rx) = mpsc::unbounded_channel();
+        let tasks = routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, route)| TaskState {
+                status: TaskStatus::Waiting,
+                waiting_on: plan.upstream(TaskId::new(i)).count() as u32,
+                attempt: 1,
+                previous: None,
+                reruns: 0,
+                run: None,
+                route,
+            })
+            .collect::<Vec<_>>();
+        let counts = Counts {
+            waiting: tasks.len() as u64,
+            ..Counts::default()
+        };
+        Self {
+            build,
+            plan,
+            tasks,
+            queues: vec![VecDeque::new(); build.inner.slots.pools()],
+            next_queue: 0,
+            runs: HashMap::new(),
+            timers: BTreeSet::new(),
+            counts,
+            reported: (0, 0, 0),
+            succeeded: 0,
+            failed: 0,
+            canceled: 0,
+            failures: Vec::new(),
+            ending: None,
+            blocked: false,
+            scratch: None,
+            updates_tx,
+            updates_rx,
+            control,
+            released: build.inner.slots.subscribe(),
+        }
+    }
+
+    fn set_status(&mut self, task: TaskId, status: TaskStatus) {
+        let old = std::mem::replace(&mut self.tasks[task.index()].status, status);
+        *self.counts.slot(&old) -= 1;
+        let new = self.tasks[task.index()].status.clone();
+        *self.counts.slot(&new) += 1;
+    }
+
+    fn event(&self, run: &str, event: Event) -> BuildEvent {
+        self.build.event(run, event)
+    }
+
+    async fn commit(&self, events: Vec<BuildEvent>) -> Result<(), BuildError> {
+        self.build.inner.commit(events).await
+    }
+
+    pub(super) async fn run(mut self) -> Result<BuildOutcome, BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        if !self.plan.is_empty() {
+            let dir = inner.scratch_root.join(&self.build.id);
+            match std::fs::create_dir_all(&dir) {
+                Ok(()) => self.scratch = Some(dir),
+                Err(source) => {
+                    let err = BuildError::Scratch { path: dir, source };
+                    self.commit(vec![self.event(
+                        "",
+                        Event::BuildFailed(proto::BuildFailed {
+                            reason: err.to_string(),
+                        }),
+                    )])
+                    .await?;
+                    return Err(err);
+                }
+            }
+        }
+        // Unschedulable tasks (keep-going only) fail first.
+        let mut events = Vec::new();
+        for i in 0..self.tasks.len() {
+            if let Err(why) = &self.tasks[i].route {
+                let reason = format!("unschedulable: {why}");
+                self.not_built(TaskId::new(i), reason.clone());
+                self.failures.push(format!(
+                    "job {} {reason}",
+                    self.plan.task(TaskId::new(i)).job
+                ));
+            }
+        }
+        let mut ready = Vec::new();
+        for i in 0..self.tasks.len() {
+            if self.tasks[i].status == TaskStatus::Waiting && self.tasks[i].waiting_on == 0 {
+                ready.push(TaskId::new(i));
+            }
+        }
+        for t in ready {
+            self.queue(t, &mut events);
+        }
+        self.commit(events).await?;
+        self.arm(
+            inner.settings.build_heartbeat_interval,
+            Timer::BuildHeartbeat,
+        );
+        loop {
+            while let Some(rx) = &mut self.control
+                && let Ok(c) = rx.try_recv()
+            {
+                self.on_control(c).await?;
+            }
+            self.dispatch().await?;
+            self.report_remaining().await?;
+            if self.finished() {
+                break;
+            }
+            let next = self.timers.first().map(|(at, _)| *at);
+            let blocked = self.blocked;
+            tokio::select! {
+                update = self.updates_rx.recv() => {
+                    if let Some((run, update)) = update {
+                        self.on_update(run, update).await?;
+                    }
+                }
+                control = recv_control(&mut self.control) => match control {
+                    Some(c) => self.on_control(c).await?,
+                    None => self.control = None,
+                },
+                () = sleep_until_some(next) => self.on_timers().await?,
+                _ = self.released.changed(), if blocked => {}
+            }
+        }
+        self.finish().await
+    }
+
+    fn finished(&self) -> bool {
+        self.runs.is_empty()
+            && self.counts.backoff == 0
+            && (self.counts.ready == 0 || self.ending.is_some())
+    }
+
+    fn arm(&mut self, after: Duration, timer: Timer) {
+        self.timers.insert((Instant::now() + after, timer));
+    }
+
+    /// A new run for a ready task: `JobRunQueued` into `events`, and the
+    /// task into its pool's queue.
+    fn queue(&mut self, task: TaskId, events: &mut Vec<BuildEvent>) {
+        let run = self.build.inner.ids.next_id();
+        let t = &self.tasks[task.index()];
+        events.push(self.event(
+            &run,
+            Event::JobRunQueued(proto::JobRunQueued {
+                task: Some(self.plan.task(task).to_proto()),
+                attempt: t.attempt,
+                previous_job_run_id: t.previous.clone().unwrap_or_default(),
+            }),
+        ));
+        let pool = t.route.as_ref().map_or(0, |(_, g)| g.pool);
+        self.tasks[task.index()].run = Some(run);
+        self.set_status(task, TaskStatus::Ready);
+        self.queues[pool].push_back(task);
+    }
+
+    async fn report_remaining(&mut self) -> Result<(), BuildError> {
+        let c = self.counts;
+        let now = (
+            c.ready,
+            c.running,
+            c.waiting + c.ready + c.running + c.backoff,
+        );
+        if now != self.reported {
+            self.reported = now;
+            let (ready, running, remaining) = now;
+            self.commit(vec![self.event(
+                "",
+                Event::RemainingJobs(proto::RemainingJobs {
+                    ready,
+                    running,
+                    remaining,
+                }),
+            )])
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Launches queued runs while slots allow, taking the pools' queues in
+    /// turn.
+    async fn dispatch(&mut self) -> Result<(), BuildError> {
+        self.blocked = false;
+        let inner = Arc::clone(&self.build.inner);
+        while self.ending.is_none() && self.counts.ready > 0 {
+            if !inner.slots.any_room() {
+                self.blocked = true;
+                return Ok(());
+            }
+            let n = self.queues.len();
+            let mut picked = None;
+            for k in 0..n {
+                let q = (self.next_queue + k) % n;
+                let Some(&task) = self.queues[q].front() else {
+                    continue;
+                };
+                let grant = match &self.tasks[task.index()].route {
+                    Ok((_, grant)) => *grant,
+                    Err(_) => unreachable!("unroutable tasks are never queued"),
+                };
+                if inner.slots.try_acquire(grant) {
+                    self.queues[q].pop_front();
+                    self.next_queue = q + 1;
+                    picked = Some((task, grant));
+                    break;
+                }
+            }
+            let Some((task, grant)) = picked else {
+                self.blocked = true;
+                return Ok(());
+            };
+            self.launch(task, grant).await?;
+        }
+        Ok(())
+    }
+
+    async fn launch(&mut self, task: TaskId, grant: Grant) -> Result<(), BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        let run = self.tasks[task.index()]
+            .run
+            .clone()
+            .unwrap_or_else(|| unreachable!("a queued task has a run"));
+        let t = self.plan.task(task);
+        let mut events = vec![self.event(
+            &run,
+            Event::JobScheduled(proto::JobScheduled {
+                job_run_id: run.clone(),
+            }),
+        )];
+        events.extend(status_events(
+            self.build,
+            &run,
+            &t.config.outputs,
+            PartitionStatus::Building,
+        ));
+        events.push(self.event(
+            &run,
+            Event::JobRunConfigValidated(proto::JobRunConfigValidated {}),
+        ));
+        // The launch record is committed before the launch.
+        self.commit(events).await?;
+        let t = self.plan.task(task);
+        let launch = inner
+            .graph
+            .job(t.job.as_str())
+            .map(|j| j.launch())
+            .unwrap_or_else(|| unreachable!("routing checked every job"));
+        let log = log_path(&inner.state_dir, &run, inner.clock.now_ns());
+        let mut spec = JobRunSpec::new(
+            run.clone(),
+            self.build.id.clone(),
+            t.job.clone(),
+            t.config.clone(),
+            launch,
+            log,
+        );
+        let timeout = t.config.hints.timeout;
+        let state = &self.tasks[task.index()];
+        spec.attempt = state.attempt;
+        spec.previous_job_run_id = state.previous.clone();
+        spec.scratch_dir = self.scratch.clone();
+        let executor = match &state.route {
+            Ok((e, _)) => Arc::clone(e),
+            Err(_) => unreachable!("unroutable tasks are never queued"),
+        };
+        self.set_status(task, TaskStatus::Running);
+        let launched_seq = inner.lock_state().last_seq();
+        match executor.launch(spec).await {
+            Ok(mut updates) => {
+                let watched = executor.info().capabilities.reports_heartbeats;
+                self.runs.insert(
+                    run.clone(),
+                    LiveRun {
+                        task,
+                        executor,
+                        grant,
+                        running: false,
+                        last_seen: Instant::now(),
+                        last_seen_ns: inner.clock.now_ns(),
+                        bel_beat: None,
+                        launched_seq,
+                        stop: None,
+                    },
+                );
+                if let Some(limit) = timeout {
+                    self.arm(limit, Timer::Timeout(run.clone()));
+                }
+                if watched {
+                    self.arm(
+                        inner.settings.liveness_timeout,
+                        Timer::Liveness(run.clone()),
+                    );
+                }
+                let tx = self.updates_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(u) = updates.next().await {
+                        if tx.send((run.clone(), u)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                inner.slots.release(grant);
+                let (reason, retryable) = match &e {
+                    ExecutorError::Launch {
+                        reason, retryable, ..
+                    } => (reason.clone(), *retryable),
+                    other => (other.to_string(), false),
+                };
+                self.commit(vec![
+                    self.event(
+                        &run,
+                        Event::JobRunLaunchFailed(proto::JobRunLaunchFailed {
+                            reason: reason.clone(),
+                            retryable,
+                        }),
+                    ),
+                    self.event(
+                        &run,
+                        Event::JobRunFailed(proto::JobRunFailed {
+                            stage: FailureStage::Launch as i32,
+                            reason: reason.clone(),
+                            retryable,
+                        }),
+                    ),
+                ])
+                .await?;
+                self.failed += 1;
+                self.attempt_failed(task, &run, format!("launch failed: {reason}"), retryable)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_update(&mut self, run: String, update: RunUpdate) -> Result<(), BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        let Some(live) = self.runs.get_mut(&run) else {
+            // A run that ended or was declared lost: fenced.
+            tracing::debug!(job_run_id = %run, ?update, "update for a run that is no longer live: refused");
+            return Ok(());
+        };
+        live.last_seen = Instant::now();
+        live.last_seen_ns = inner.clock.now_ns();
+        match update {
+            RunUpdate::Running { handle } => {
+                live.running = true;
+                let executor = live.executor.info().name;
+                self.commit(vec![self.event(
+                    &run,
+                    Event::JobRunRunning(proto::JobRunRunning { executor, handle }),
+                )])
+                .await
+            }
+            RunUpdate::Heartbeat { cpu_ms, rss_bytes } => {
+                let now = Instant::now();
+                let due = live.running
+                    && live.bel_beat.is_none_or(|at| {
+                        now.duration_since(at) >= inner.settings.bel_heartbeat_interval
+                    });
+                if !due {
+                    return Ok(());
+                }
+                live.bel_beat = Some(now);
+                self.commit(vec![self.event(
+                    &run,
+                    Event::JobRunHeartbeat(proto::JobRunHeartbeat {
+                        cpu_ms: cpu_ms.unwrap_or(0),
+                        rss_bytes: rss_bytes.unwrap_or(0),
+                    }),
+                )])
+                .await
+            }
+            RunUpdate::Exited(outcome) => {
+                let live = self
+                    .runs
+                    .remove(&run)
+                    .unwrap_or_else(|| unreachable!("looked up above"));
+                inner.slots.release(live.grant);
+                self.on_exit(&run, live, outcome).await
+            }
+        }
+    }
+
+    async fn on_exit(
+        &mut self,
+        run: &str,
+        live: LiveRun,
+        outcome: Outcome,
+    ) -> Result<(), BuildError> {
+        let task = live.task;
+        let outputs = self.plan.task(task).config.outputs.clone();
+        let outcome = match (&live.stop, outcome) {
+            // A run stopped for its timeout ends as a timeout failure (unless
+            // it finished first).
+            (Some(Stop::Timeout(limit)), Outcome::Canceled { .. } | Outcome::Failed { .. }) => {
+                let reason = format!("timeout: the run passed its limit of {limit:?}");
+                self.commit(vec![self.event(
+                    run,
+                    Event::JobRunFailed(proto::JobRunFailed {
+                        stage: FailureStage::Timeout as i32,
+                        reason: reason.clone(),
+                        retryable: true,
+                    }),
+                )])
+                .await?;
+                self.failed += 1;
+                return self.attempt_failed(task, run, reason, true).await;
+            }
+            (_, outcome) => outcome,
+        };
+        match outcome {
+            Outcome::Succeeded { .. } => {
+                self.succeeded += 1;
+                let mut events = vec![
+                    self.event(
+                        run,
+                        Event::JobRunTaskSucceeded(proto::JobRunTaskSucceeded {}),
+                    ),
+                    self.event(
+                        run,
+                        Event::JobRunSucceeded(proto::JobRunSucceeded {
+                            manifest: Some(proto::PartitionManifest {
+                                outputs: outputs.iter().map(PartitionRef::to_proto).collect(),
+                                task: Some(self.plan.task(task).to_proto()),
+                                ..Default::default()
+                            }),
+                        }),
+                    ),
+                ];
+                events.extend(status_events(
+                    self.build,
+                    run,
+                    &outputs,
+                    PartitionStatus::Available,
+                ));
+                self.tasks[task.index()].run = None;
+                self.set_status(task, TaskStatus::Done);
+                let downstream: Vec<TaskId> = self.plan.downstream(task).map(|(t, _)| t).collect();
+                for d in downstream {
+                    let state = &mut self.tasks[d.index()];
+                    state.waiting_on -= 1;
+                    if state.waiting_on == 0
+                        && state.status == TaskStatus::Waiting
+                        && self.ending.is_none()
+                    {
+                        self.queue(d, &mut events);
+                    }
+                }
+                self.commit(events).await
+            }
+            Outcome::Failed {
+                stage,
+                reason,
+                exit,
+                retryable,
+            } => {
+                let mut events = Vec::new();
+                if stage == FailureStage::Metadata {
+                    events.push(self.event(
+                        run,
+                        Event::JobRunTaskSucceeded(proto::JobRunTaskSucceeded {}),
+                    ));
+                    events.push(self.event(
+                        run,
+                        Event::JobRunMetadataFailed(proto::JobRunMetadataFailed {
+                            reason: reason.clone(),
+                        }),
+                    ));
+                } else {
+                    events.push(self.event(
+                        run,
+                        Event::JobRunTaskFailed(proto::JobRunTaskFailed {
+                            exit: exit.map(|e| match e {
+                                ExitStatus::Code(c) => {
+                                    proto::job_run_task_failed::Exit::ExitCode(c)
+                                }
+                                ExitStatus::Signal(s) => {
+                                    proto::job_run_task_failed::Exit::Signal(s)
+                                }
+                            }),
+                        }),
+                    ));
+                }
+                events.push(self.event(
+                    run,
+                    Event::JobRunFailed(proto::JobRunFailed {
+                        stage: stage as i32,
+                        reason: reason.clone(),
+                        retryable,
+                    }),
+                ));
+                self.commit(events).await?;
+                self.failed += 1;
+                self.attempt_failed(task, run, reason, retryable).await
+            }
+            Outcome::MissingDeps { missing_deps, .. } => {
+                self.commit(vec![
+                    self.event(
+                        run,
+                        Event::JobRunMissingDeps(proto::JobRunMissingDeps {
+                            missing_deps: missing_deps
+                                .iter()
+                                .map(|m| proto::MissingDeps {
+                                    impacted: m
+                                        .impacted
+                                        .iter()
+                                        .map(PartitionRef::to_proto)
+                                        .collect(),
+                                    missing: m.missing.iter().map(PartitionRef::to_proto).collect(),
+                                })
+                                .collect(),
+                        }),
+                    ),
+                ])
+                .await?;
+                self.on_missing_deps(task, run, &missing_deps, live.launched_seq)
+                    .await
+            }
+            Outcome::Canceled { reason } => {
+                let source = match &live.stop {
+                    Some(Stop::Cancel { source, .. }) => *source,
+                    _ => CancelSource::Unspecified,
+                };
+                let mut events = vec![self.event(
+                    run,
+                    Event::JobRunCanceled(proto::JobRunCanceled {
+                        reason: reason.clone(),
+                        source: source as i32,
+                    }),
+                )];
+                events.extend(status_events(
+                    self.build,
+                    run,
+                    &outputs,
+                    PartitionStatus::Failed,
+                ));
+                self.commit(events).await?;
+                self.canceled += 1;
+                let reason = format!("canceled: {reason}");
+                if self.ending.is_some() {
+                    self.not_built(task, reason);
+                    Ok(())
+                } else {
+                    // One run cancelled on its own: the task cannot finish.
+                    self.task_failed(task, run, reason, false).await
+                }
+            }
+        }
+    }
+
+    /// MissingDeps (seed 000): plan the missing refs under this request,
+    /// then run the task again once they are built. Not a retry: the
+    /// attempt stays.
+    async fn on_missing_deps(
+        &mut self,
+        task: TaskId,
+        run: &str,
+        missing_deps: &[MissingDeps],
+        launched_seq: u64,
+    ) -> Result<(), BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        let mut seen = HashSet::new();
+        let missing: Vec<PartitionRef> = missing_deps
+            .iter()
+            .flat_map(|m| m.missing.iter())
+            .filter(|r| seen.insert(*r))
+            .cloned()
+            .collect();
+        let listed = missing
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let limit = inner.settings.max_missing_deps_reruns;
+        if self.ending.is_some() {
+            self.not_built(task, format!("missing dependencies {listed}; not rerun"));
+            return Ok(());
+        }
+        if self.tasks[task.index()].reruns >= limit {
+            let reason = format!(
+                "missing dependencies {listed} after {limit} reruns (max_missing_deps_reruns)"
+            );
+            return self.task_failed(task, run, reason, true).await;
+        }
+        let stale = {
+            let state = inner.lock_state();
+            missing.iter().find_map(|r| {
+                state
+                    .partition(r)
+                    .filter(|e| e.status == PartitionStatus::Available && e.seq <= launched_seq)
+                    .map(|_| r.clone())
+            })
+        };
+        if let Some(r) = stale {
+            let reason = format!(
+                "the job reported {r} missing, but it was available when the run started; rebuilding cannot help"
+            );
+            return self.task_failed(task, run, reason, true).await;
+        }
+        let request = AnalyzeRequest::new([]).with_build_request_id(self.build.id.clone());
+        let mut plan = self.plan.clone();
+        let new_tasks = match Orchestrator::planner(&inner)
+            .add_inputs(&mut plan, task, &missing, &request)
+            .await
+        {
+            Ok(new_tasks) => new_tasks,
+            Err(e) => {
+                let reason = format!("missing dependencies {listed} cannot be built: {e}");
+                return self.task_failed(task, run, reason, true).await;
+            }
+        };
+        self.plan = plan;
+        for &t in &new_tasks {
+            debug_assert_eq!(t.index(), self.tasks.len());
+            let route = self.build.route(self.plan.task(t));
+            self.tasks.push(TaskState {
+                status: TaskStatus::Waiting,
+                waiting_on: 0,
+                attempt: 1,
+                previous: None,
+                reruns: 0,
+                run: None,
+                route,
+            });
+            self.counts.waiting += 1;
+        }
+        let state = &mut self.tasks[task.index()];
+        state.reruns += 1;
+        state.previous = Some(run.to_owned());
+        state.run = None;
+        self.set_status(task, TaskStatus::Waiting);
+        // Count what each new task and the rerun wait for; queue what is
+        // ready.
+        let mut events = Vec::new();
+        let mut doomed = Vec::new();
+        for t in new_tasks.iter().copied().chain([task]) {
+            let mut waiting = 0;
+            let mut failed_upstream = None;
+            for (u, _) in self.plan.upstream(t) {
+                match &self.tasks[u.index()].status {
+                    TaskStatus::Done => {}
+                    TaskStatus::NotBuilt(why) => {
+                        failed_upstream = Some(format!(
+                            "upstream job {} did not build: {why}",
+                            self.plan.task(u).job
+                        ));
+                    }
+                    _ => waiting += 1,
+                }
+            }
+            self.tasks[t.index()].waiting_on = waiting;
+            if let Err(why) = &self.tasks[t.index()].route {
+                doomed.push((t, format!("unschedulable: {why}")));
+            } else if let Some(why) = failed_upstream {
+                doomed.push((t, why));
+            } else if waiting == 0 {
+                self.queue(t, &mut events);
+            }
+        }
+        self.commit(events).await?;
+        for (t, why) in doomed {
+            let run = self.tasks[t.index()].run.clone().unwrap_or_default();
+            self.task_failed(t, &run, why, false).await?;
+        }
+        Ok(())
+    }
+
+    /// A run failed: retry per the job's policy (a new run, after a backoff
+    /// with jitter), or fail the task for good.
+    async fn attempt_failed(
+        &mut self,
+        task: TaskId,
+        run: &str,
+        reason: String,
+        retryable: bool,
+    ) -> Result<(), BuildError> {
+        let policy = self.plan.task(task).config.hints.retry;
+        let attempt = self.tasks[task.index()].attempt;
+        if !retryable || attempt >= policy.max_attempts || self.ending.is_some() {
+            let reason = if attempt > 1 {
+                format!("{reason} (attempt {attempt} of {})", policy.max_attempts)
+            } else {
+                reason
+            };
+            return self.task_failed(task, run, reason, true).await;
+        }
+        let state = &mut self.tasks[task.index()];
+        state.attempt = attempt + 1;
+        state.previous = Some(run.to_owned());
+        state.run = None;
+        self.set_status(task, TaskStatus::Backoff);
+        self.arm(backoff(&policy, attempt, run), Timer::Retry(task.index()));
+        Ok(())
+    }
+
+    fn not_built(&mut self, task: TaskId, reason: String) {
+        self.tasks[task.index()].run = None;
+        self.set_status(task, TaskStatus::NotBuilt(reason));
+    }
+
+    /// A task failed for good. With keep-going, what depends on it is not
+    /// built and the rest goes on; otherwise the request fails fast.
+    async fn task_failed(
+        &mut self,
+        task: TaskId,
+        run: &str,
+        reason: String,
+        mark_outputs: bool,
+    ) -> Result<(), BuildError> {
+        let job = self.plan.task(task).job.clone();
+        let mut events = if mark_outputs && !run.is_empty() {
+            status_events(
+                self.build,
+                run,
+                &self.plan.task(task).config.outputs,
+                PartitionStatus::Failed,
+            )
+        } else {
+            Vec::new()
+        };
+        if !run.is_empty() {
+            events.push(self.event(
+                "",
+                Event::JobFailure(proto::JobFailure {
+                    job_run_id: run.to_owned(),
+                }),
+            ));
+        }
+        self.not_built(task, reason.clone());
+        self.failures.push(format!("job {job} failed: {reason}"));
+        self.commit(events).await?;
+        if self.build.options.keep_going {
+            self.skip_downstream(task);
+            return Ok(());
+        }
+        if self.ending.is_none() {
+            self.begin_ending(Ending::FailFast(format!("job {job} failed: {reason}")))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Keep-going: every task downstream of `task` will not be built.
+    fn skip_downstream(&mut self, task: TaskId) {
+        let job = self.plan.task(task).job.clone();
+        let mut stack: Vec<TaskId> = self.plan.downstream(task).map(|(t, _)| t).collect();
+        while let Some(t) = stack.pop() {
+            if self.tasks[t.index()].status != TaskStatus::Waiting {
+                continue;
+            }
+            self.not_built(t, format!("upstream job {job} did not build"));
+            stack.extend(self.plan.downstream(t).map(|(d, _)| d));
+        }
+    }
+
+    /// Fail-fast or cancel: stop launching, end queued runs, ask running
+    /// ones to stop, and wait (at most `kill_grace`) for their confirmation.
+    async fn begin_ending(&mut self, ending: Ending) -> Result<(), BuildError> {
+        let (reason, source) = match &ending {
+            Ending::FailFast(_) => (
+                "fail fast: another job of the build failed".to_owned(),
+                CancelSource::FailFast,
+            ),
+            Ending::Canceled { reason, source } => (reason.clone(), *source),
+        };
+        self.ending = Some(ending);
+        let mut events = Vec::new();
+        // Queued runs end at once: nothing was started.
+        let queued: Vec<TaskId> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        for t in queued {
+            if let Some(run) = self.tasks[t.index()].run.clone() {
+                events.push(self.event(
+                    &run,
+                    Event::JobRunCanceled(proto::JobRunCanceled {
+                        reason: reason.clone(),
+                        source: source as i32,
+                    }),
+                ));
+                self.canceled += 1;
+            }
+            self.not_built(t, format!("canceled before it started: {reason}"));
+        }
+        let backoffs: Vec<usize> = self
+            .timers
+            .iter()
+            .filter_map(|(_, t)| match t {
+                Timer::Retry(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        self.timers.retain(|(_, t)| !matches!(t, Timer::Retry(_)));
+        for i in backoffs {
+            self.not_built(TaskId::new(i), format!("not retried: {reason}"));
+        }
+        let mut running: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.stop.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        running.sort();
+        if !running.is_empty() {
+            events.push(self.event(
+                "",
+                Event::JobCancels(proto::JobCancels {
+                    job_run_ids: running.clone(),
+                }),
+            ));
+        }
+        for r in &running {
+            events.push(self.event(
+                r,
+                Event::JobRunKillRequested(proto::JobRunKillRequested {
+                    reason: reason.clone(),
+                    source: source as i32,
+                }),
+            ));
+        }
+        self.commit(events).await?;
+        let grace = self.build.inner.settings.kill_grace;
+        self.arm(grace, Timer::CancelWait);
+        for r in running {
+            self.stop_run(
+                &r,
+                Stop::Cancel {
+                    reason: reason.clone(),
+                    source,
+                },
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Asks the executor to stop a run (the kill request is already
+    /// recorded).
+    async fn stop_run(&mut self, run: &str, stop: Stop) {
+        let Some(live) = self.runs.get_mut(run) else {
+            return;
+        };
+        let reason = match &stop {
+            Stop::Timeout(limit) => format!("timeout after {limit:?}"),
+            Stop::Cancel { reason, .. } => reason.clone(),
+        };
+        live.stop = Some(stop);
+        let executor = Arc::clone(&live.executor);
+        if let Err(e) = executor.cancel(run, &reason).await {
+            tracing::warn!(job_run_id = %run, error = %e, "asking a run to stop failed");
+        }
+    }
+
+    async fn on_control(&mut self, control: Control) -> Result<(), BuildError> {
+        match control {
+            Control::Cancel { reason } => {
+                if matches!(self.ending, Some(Ending::Canceled { .. })) {
+                    return Ok(());
+                }
+                self.begin_ending(Ending::Canceled {
+                    reason,
+                    source: CancelSource::User,
+                })
+                .await
+            }
+            Control::CancelRun { job_run_id, reason } => {
+                if let Some(live) = self.runs.get(&job_run_id) {
+                    if live.stop.is_some() {
+                        return Ok(());
+                    }
+                    self.commit(vec![self.event(
+                        &job_run_id,
+                        Event::JobRunKillRequested(proto::JobRunKillRequested {
+                            reason: reason.clone(),
+                            source: CancelSource::User as i32,
+                        }),
+                    )])
+                    .await?;
+                    self.stop_run(
+                        &job_run_id,
+                        Stop::Cancel {
+                            reason,
+                            source: CancelSource::User,
+                        },
+                    )
+                    .await;
+                    return Ok(());
+                }
+                // A queued run ends at once.
+                let queued = self
+                    .tasks
+                    .iter()
+                    .position(|t| {
+                        t.status == TaskStatus::Ready && t.run.as_deref() == Some(&job_run_id)
+                    })
+                    .map(TaskId::new);
+                if let Some(task) = queued {
+                    for q in &mut self.queues {
+                        q.retain(|t| *t != task);
+                    }
+                    self.commit(vec![self.event(
+                        &job_run_id,
+                        Event::JobRunCanceled(proto::JobRunCanceled {
+                            reason: reason.clone(),
+                            source: CancelSource::User as i32,
+                        }),
+                    )])
+                    .await?;
+                    self.canceled += 1;
+                    return self
+                        .task_failed(task, &job_run_id, format!("canceled: {reason}"), true)
+                        .await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_timers(&mut self) -> Result<(), BuildError> {
+        let now = Instant::now();
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, timer)) = self.timers.pop_first() else {
+                break;
+            };
+            self.on_timer(timer).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_timer(&mut self, timer: Timer) -> Result<(), BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        match timer {
+            Timer::Retry(i) => {
+                let mut events = Vec::new();
+                self.queue(TaskId::new(i), &mut events);
+                self.commit(events).await
+            }
+            Timer::Timeout(run) => {
+                let Some(live) = self.runs.get(&run) else {
+                    return Ok(());
+                };
+                if live.stop.is_some() {
+                    return Ok(());
+                }
+                let limit = self
+                    .plan
+                    .task(live.task)
+                    .config
+                    .hints
+                    .timeout
+                    .unwrap_or_default();
+                self.commit(vec![self.event(
+                    &run,
+                    Event::JobRunKillRequested(proto::JobRunKillRequested {
+                        reason: format!("timeout: the run passed its limit of {limit:?}"),
+                        source: CancelSource::Timeout as i32,
+                    }),
+                )])
+                .await?;
+                self.stop_run(&run, Stop::Timeout(limit)).await;
+                Ok(())
+            }
+            Timer::Liveness(run) => {
+                let limit = inner.settings.liveness_timeout;
+                let Some(live) = self.runs.get(&run) else {
+                    return Ok(());
+                };
+                let deadline = live.last_seen + limit;
+                if deadline > Instant::now() {
+                    self.timers.insert((deadline, Timer::Liveness(run)));
+                    return Ok(());
+                }
+                self.lost(&run).await
+            }
+            Timer::BuildHeartbeat => {
+                let c = self.counts;
+                self.commit(vec![self.event(
+                    "",
+                    Event::BuildHeartbeat(proto::BuildHeartbeat {
+                        counts: Some(proto::RunCounts {
+                            buffering: 0,
+                            queued: c.ready,
+                            running: c.running,
+                            succeeded: self.succeeded,
+                            failed: self.failed,
+                            canceled: self.canceled,
+                        }),
+                    }),
+                )])
+                .await?;
+                self.arm(
+                    inner.settings.build_heartbeat_interval,
+                    Timer::BuildHeartbeat,
+                );
+                Ok(())
+            }
+            Timer::CancelWait => {
+                let left: Vec<String> = self.runs.keys().cloned().collect();
+                for run in left {
+                    if let Some(live) = self.runs.remove(&run) {
+                        tracing::warn!(job_run_id = %run, "the run's cancel was not confirmed within kill_grace; the build ends without it");
+                        inner.slots.release(live.grant);
+                        self.not_built(
+                            live.task,
+                            "its cancel was not confirmed within kill_grace".into(),
+                        );
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// No sign of life for the liveness timeout: the run is Lost, its
+    /// slots are freed, later updates are fenced, and the task is retried.
+    async fn lost(&mut self, run: &str) -> Result<(), BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        let Some(live) = self.runs.remove(run) else {
+            return Ok(());
+        };
+        inner.slots.release(live.grant);
+        let limit = inner.settings.liveness_timeout;
+        let reason = format!("lost: no sign of life for {limit:?}");
+        self.commit(vec![
+            self.event(
+                run,
+                Event::JobRunKillRequested(proto::JobRunKillRequested {
+                    reason: reason.clone(),
+                    source: CancelSource::Timeout as i32,
+                }),
+            ),
+            self.event(
+                run,
+                Event::JobRunLost(proto::JobRunLost {
+                    last_seen_ns: live.last_seen_ns,
+                }),
+            ),
+        ])
+        .await?;
+        self.failed += 1;
+        if let Err(e) = live.executor.cancel(run, &reason).await {
+            tracing::warn!(job_run_id = %run, error = %e, "asking a lost run to stop failed");
+        }
+        if self.ending.is_some() {
+            self.not_built(live.task, reason);
+            return Ok(());
+        }
+        self.attempt_failed(live.task, run, reason, true).await
+    }
+
+    async fn finish(mut self) -> Result<BuildOutcome, BuildError> {
+        let mut built = Vec::new();
+        let mut not_built = Vec::new();
+        let fallback = match &self.ending {
+            Some(Ending::FailFast(f)) => format!("not run: {f}"),
+            Some(Ending::Canceled { reason, .. }) => format!("not run: canceled: {reason}"),
+            None => "not run".to_owned(),
+        };
+        for (id, task) in self.plan.tasks() {
+            match &self.tasks[id.index()].status {
+                TaskStatus::Done => built.extend(task.config.outputs.iter().cloned()),
+                TaskStatus::NotBuilt(reason) => {
+                    not_built.extend(task.config.outputs.iter().map(|p| NotBuilt {
+                        partition: p.clone(),
+                        reason: reason.clone(),
+                    }))
+                }
+                _ => not_built.extend(task.config.outputs.iter().map(|p| NotBuilt {
+                    partition: p.clone(),
+                    reason: fallback.clone(),
+                })),
+            }
+        }
+        let skipped = self.plan.available().to_vec();
+        let canceled = matches!(self.ending, Some(Ending::Canceled { .. }));
+        let last = match self.ending.take() {
+            Some(Ending::Canceled { reason, source }) => {
+                Event::BuildCanceled(proto::BuildCanceled {
+                    reason,
+                    source: source as i32,
+                })
+            }
+            _ if self.failures.is_empty() && not_built.is_empty() => {
+                Event::BuildSucceeded(proto::BuildSucceeded {
+                    built: built.iter().map(PartitionRef::to_proto).collect(),
+                    delegated: Vec::new(),
+                    skipped: skipped.iter().map(PartitionRef::to_proto).collect(),
+                })
+            }
+            _ => Event::BuildFailed(proto::BuildFailed {
+                reason: match self.failures.len() {
+                    0 => fallback,
+                    1 => self.failures[0].clone(),
+                    n => format!("{} (and {} more failures)", self.failures[0], n - 1),
+                },
+            }),
+        };
+        self.commit(vec![self.event("", last)]).await?;
+        if let Some(dir) = &self.scratch
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            tracing::warn!(path = %dir.display(), error = %e, "removing the scratch directory failed");
+        }
+        Ok(BuildOutcome {
+            build_request_id: self.build.id.clone(),
+            built,
+            skipped,
+            not_built,
+            canceled,
+        })
+    }
+}
