@@ -116,7 +116,9 @@ pub use job::{
     DataBuildJob, DataDep, DepType, FnJob, JobConfig, JobConfigError, JobLabel, Launch,
     SchedulingHints,
 };
-pub use orchestrator::{BuildError, BuildOptions, BuildOutcome, Orchestrator};
+pub use orchestrator::{
+    BuildError, BuildHandle, BuildOptions, BuildOutcome, Orchestrator, OrchestratorSettings,
+};
 pub use partition::{PartitionPattern, PartitionRef, PartitionRefError, PatternError};
 pub use plan::{InProgress, JobGraph, Task, TaskId};
 pub use planner::{

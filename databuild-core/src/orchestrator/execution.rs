@@ -152,6 +152,8 @@ pub(super) struct Execution<'a> {
     timers: BTreeSet<(Instant, Timer)>,
     counts: Counts,
     reported: (u64, u64, u64),
+    /// Partitions built, in the order their runs succeeded.
+    built: Vec<PartitionRef>,
     /// Runs ended per outcome, for build heartbeats.
     succeeded: u64,
     failed: u64,
@@ -208,6 +210,7 @@ impl<'a> Execution<'a> {
             timers: BTreeSet::new(),
             counts,
             reported: (0, 0, 0),
+            built: Vec::new(),
             succeeded: 0,
             failed: 0,
             canceled: 0,
@@ -624,6 +627,7 @@ impl<'a> Execution<'a> {
                 ));
                 self.tasks[task.index()].run = None;
                 self.set_status(task, TaskStatus::Done);
+                self.built.extend(outputs.iter().cloned());
                 let downstream: Vec<TaskId> = self.plan.downstream(task).map(|(t, _)| t).collect();
                 for d in downstream {
                     let state = &mut self.tasks[d.index()];
@@ -988,7 +992,9 @@ impl<'a> Execution<'a> {
             .map(|(id, _)| id.clone())
             .collect();
         running.sort();
-        if !running.is_empty() {
+        // graph.build draws job failure -> job cancels -> build failed, so
+        // fail-fast records the cancels even when nothing else runs.
+        if !running.is_empty() || matches!(self.ending, Some(Ending::FailFast(_))) {
             events.push(self.event(
                 "",
                 Event::JobCancels(proto::JobCancels {
@@ -1239,7 +1245,7 @@ impl<'a> Execution<'a> {
     }
 
     async fn finish(mut self) -> Result<BuildOutcome, BuildError> {
-        let mut built = Vec::new();
+        let built = std::mem::take(&mut self.built);
         let mut not_built = Vec::new();
         let fallback = match &self.ending {
             Some(Ending::FailFast(f)) => format!("not run: {f}"),
@@ -1248,7 +1254,7 @@ impl<'a> Execution<'a> {
         };
         for (id, task) in self.plan.tasks() {
             match &self.tasks[id.index()].status {
-                TaskStatus::Done => built.extend(task.config.outputs.iter().cloned()),
+                TaskStatus::Done => {}
                 TaskStatus::NotBuilt(reason) => {
                     not_built.extend(task.config.outputs.iter().map(|p| NotBuilt {
                         partition: p.clone(),

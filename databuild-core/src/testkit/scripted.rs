@@ -32,6 +32,13 @@ pub enum Script {
     Hang,
     /// Hand the run to the test ([`ScriptedExecutor::next_launch`]).
     Manual,
+    /// Refuse the launch with [`ExecutorError::Launch`].
+    Refuse {
+        /// The launch error's reason.
+        reason: String,
+        /// Whether a retry can help.
+        retryable: bool,
+    },
 }
 
 impl Script {
@@ -148,7 +155,24 @@ impl ScriptedExecutor {
         let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
             panic!("confirm_cancels must be set before the executor is shared")
         });
-        Self::build(inner.auto, yes)
+        let mut built = Self::build(inner.auto, yes);
+        Self::inner_mut(&mut built).info = inner.info;
+        built
+    }
+
+    /// Whether the executor declares that it reports heartbeats (default
+    /// no), which makes the orchestrator watch its runs' liveness: a run
+    /// the test leaves silent for the liveness timeout is then Lost.
+    #[must_use]
+    pub fn reports_heartbeats(mut self, yes: bool) -> Self {
+        let inner = Self::inner_mut(&mut self);
+        inner.info.capabilities = inner.info.capabilities.with_heartbeats(yes);
+        self
+    }
+
+    fn inner_mut(this: &mut Self) -> &mut Inner {
+        Arc::get_mut(&mut this.inner)
+            .unwrap_or_else(|| panic!("set options before the executor is shared"))
     }
 
     fn build(auto: Option<Box<AutoScript>>, confirm_cancels: bool) -> Self {
@@ -274,6 +298,18 @@ impl Executor for ScriptedExecutor {
     }
 
     async fn launch(&self, spec: JobRunSpec) -> Result<RunUpdates, ExecutorError> {
+        let script = self
+            .inner
+            .auto
+            .as_ref()
+            .map_or(Script::Manual, |auto| auto(&spec));
+        if let Script::Refuse { reason, retryable } = script {
+            return Err(ExecutorError::Launch {
+                job_run_id: spec.job_run_id,
+                reason,
+                retryable,
+            });
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut runs = self.inner.runs();
@@ -301,17 +337,12 @@ impl Executor for ScriptedExecutor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(spec.job_run_id.clone());
-        let script = self
-            .inner
-            .auto
-            .as_ref()
-            .map_or(Script::Manual, |auto| auto(&spec));
         let control = self.control(&spec.job_run_id);
         match script {
             Script::Exit(outcome) => {
                 control.exit(outcome);
             }
-            Script::Hang => {}
+            Script::Hang | Script::Refuse { .. } => {}
             Script::Manual => {
                 let _ = self.inner.handoff_tx.send(ScriptedRun { spec, control });
             }
