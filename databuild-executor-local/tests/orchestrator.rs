@@ -163,3 +163,212 @@ fn walk(dir: &Path) -> usize {
         })
         .sum()
 }
+
+/// Runs of a pool's jobs, with start and end times the processes record
+/// themselves: never more than the pool's slots at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_bounds_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let times = dir.path().join("times");
+    std::fs::create_dir(&times).unwrap();
+    let mut job = job("db", None, &dir.path().join("record"), "");
+    job.script = format!(
+        "echo start $(date +%s%N) > {t}/$DATABUILD_JOB_RUN_ID; sleep 0.2; echo end $(date +%s%N) >> {t}/$DATABUILD_JOB_RUN_ID",
+        t = times.display()
+    );
+    let job = HintedJob {
+        job,
+        hints: Arc::new({
+            let mut h = databuild_core::SchedulingHints::default();
+            h.pool = Some("db".into());
+            h
+        }),
+    };
+    let graph = Graph::builder().job(job).build().unwrap();
+    let orchestrator = Orchestrator::builder()
+        .graph(graph)
+        .bel(Arc::new(databuild_core::MemoryBel::new()))
+        .executor(Arc::new(LocalExecutor::new(LocalConfig::new(
+            dir.path().join("state"),
+        ))))
+        .state_dir(dir.path().join("state"))
+        .parallelism(6)
+        .pool("db", 2)
+        .build()
+        .unwrap();
+    let refs: Vec<PartitionRef> = (0..8).map(|i| r(&format!("db/{i}"))).collect();
+    let outcome = orchestrator.build(&refs).await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    let mut edges: Vec<(u128, i32)> = Vec::new();
+    for entry in std::fs::read_dir(&times).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let (what, at) = line.split_once(' ').unwrap();
+            edges.push((at.parse().unwrap(), if what == "start" { 1 } else { -1 }));
+        }
+    }
+    assert_eq!(edges.len(), 16, "every run recorded its start and end");
+    // Ends sort before starts at the same instant.
+    edges.sort();
+    let mut running = 0;
+    let mut most = 0;
+    for (_, d) in edges {
+        running += d;
+        most = most.max(running);
+    }
+    assert_eq!(most, 2, "at most the pool's 2 slots, and the pool was used");
+}
+
+/// A job with scheduling hints on every config.
+#[derive(Debug)]
+struct HintedJob {
+    job: ShellJob,
+    hints: Arc<databuild_core::SchedulingHints>,
+}
+
+#[async_trait]
+impl DataBuildJob for HintedJob {
+    fn label(&self) -> &JobLabel {
+        self.job.label()
+    }
+    fn patterns(&self) -> &[PartitionPattern] {
+        self.job.patterns()
+    }
+    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
+        let configs = self.job.config(outputs).await?;
+        Ok(configs
+            .into_iter()
+            .map(|c| c.hints(Arc::clone(&self.hints)))
+            .collect())
+    }
+    fn launch(&self) -> Launch {
+        self.job.launch()
+    }
+}
+
+fn local_orchestrator(dir: &Path, jobs: Vec<HintedJob>) -> Orchestrator {
+    let mut graph = Graph::builder();
+    for j in jobs {
+        graph = graph.job(j);
+    }
+    Orchestrator::builder()
+        .graph(graph.build().unwrap())
+        .bel(Arc::new(databuild_core::MemoryBel::new()))
+        .executor(Arc::new(LocalExecutor::new(
+            LocalConfig::new(dir.join("state")).kill_grace(std::time::Duration::from_secs(2)),
+        )))
+        .state_dir(dir.join("state"))
+        .parallelism(2)
+        .build()
+        .unwrap()
+}
+
+fn hinted(job: ShellJob, f: impl FnOnce(&mut databuild_core::SchedulingHints)) -> HintedJob {
+    let mut hints = databuild_core::SchedulingHints::default();
+    f(&mut hints);
+    HintedJob {
+        job,
+        hints: Arc::new(hints),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_reporting_missing_deps_runs_again_once_they_are_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    // c reads b/<n>, which its config did not declare: it says so at run
+    // time, until the rerun's config file names it.
+    let c = job(
+        "c",
+        None,
+        &record,
+        r#"n=${DATABUILD_OUTPUTS#*c/}; n=${n%%\"*};
+        if ! grep -q "b/$n" "$DATABUILD_CONFIG_FILE"; then
+          echo "__DATABUILD_ERROR__::{\"missing_deps\":[{\"impacted\":[\"c/$n\"],\"missing\":[\"b/$n\"]}]}"; exit 1;
+        fi;"#,
+    );
+    let b = job("b", None, &record, "");
+    let o = local_orchestrator(dir.path(), vec![hinted(c, |_| {}), hinted(b, |_| {})]);
+    let outcome = o.build(&[r("c/7")]).await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    let lines = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(lines, "//b [\"b/7\"]\n//c [\"c/7\"]\n");
+    let state = o.state();
+    let mut runs: Vec<_> = state
+        .runs()
+        .map(|r| (r.task.job.clone().unwrap().label, r.state))
+        .collect();
+    runs.sort_by(|a, b| a.0.cmp(&b.0));
+    use databuild_core::state::RunState;
+    assert_eq!(
+        runs.iter()
+            .filter(|(j, s)| j == "//c" && *s == RunState::MissingDeps)
+            .count(),
+        1
+    );
+    assert_eq!(
+        runs.iter()
+            .filter(|(_, s)| *s == RunState::Succeeded)
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_past_its_timeout_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = job("slow", None, &dir.path().join("record"), "sleep 30;");
+    let o = local_orchestrator(
+        dir.path(),
+        vec![hinted(slow, |h| {
+            h.timeout = Some(std::time::Duration::from_millis(300));
+        })],
+    );
+    let started = std::time::Instant::now();
+    let outcome = o.build(&[r("slow/1")]).await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        outcome.not_built[0].reason.starts_with("timeout"),
+        "{:?}",
+        outcome.not_built
+    );
+    assert!(
+        !dir.path().join("record").exists(),
+        "the job never finished"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_request_kills_the_jobs_grandchildren() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("grandchild");
+    let forking = job(
+        "fork",
+        None,
+        &dir.path().join("record"),
+        &format!("sleep 60 & echo $! > {}; wait;", pid_file.display()),
+    );
+    let o = local_orchestrator(dir.path(), vec![hinted(forking, |_| {})]);
+    let build = o.start(&[r("fork/1")], databuild_core::BuildOptions::default());
+    let pid: i32 = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file)
+            && let Ok(pid) = text.trim().parse()
+        {
+            break pid;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    build.cancel("enough");
+    let outcome = build.outcome().await.unwrap();
+    assert!(outcome.canceled);
+    // Gone, not a zombie of ours: the whole group was killed and reaped.
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("grandchild {pid} survived the cancel");
+}

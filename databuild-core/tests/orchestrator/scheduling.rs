@@ -190,6 +190,9 @@ async fn tasks_of_a_request_share_its_scratch_directory() {
     let outcome = o.build(&[r("r/1"), r("p/1")]).await.unwrap();
     assert!(outcome.succeeded(), "{:?}", outcome.not_built);
     let scratch = dir.path().join("scratch").join(&outcome.build_request_id);
-    assert_eq!(seen.lock().unwrap().as_slice(), std::slice::from_ref(&scratch));
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        std::slice::from_ref(&scratch)
+    );
     assert!(!scratch.exists(), "removed when the request ends");
 }
