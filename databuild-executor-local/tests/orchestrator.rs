@@ -176,14 +176,7 @@ async fn a_pool_bounds_real_processes() {
         "echo start $(date +%s%N) > {t}/$DATABUILD_JOB_RUN_ID; sleep 0.2; echo end $(date +%s%N) >> {t}/$DATABUILD_JOB_RUN_ID",
         t = times.display()
     );
-    let job = HintedJob {
-        job,
-        hints: Arc::new({
-            let mut h = databuild_core::SchedulingHints::default();
-            h.pool = Some("db".into());
-            h
-        }),
-    };
+    let job = hinted(job, |h| h.pool = Some("db".into()));
     let graph = Graph::builder().job(job).build().unwrap();
     let orchestrator = Orchestrator::builder()
         .graph(graph)
