@@ -47,6 +47,8 @@ impl ConfigCalls {
 /// Civil date of a day number (days since 1970-01-01), as `YYYY-MM-DD`.
 pub use databuild_core::clock::civil_date as date;
 
+pub mod dag;
+
 /// Day number of a `YYYY-MM-DD` date (inverse of [`date`]).
 pub fn day(date: &str) -> Option<i64> {
     let b = date.as_bytes();

@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -41,6 +42,8 @@ use crate::proc_stats;
 pub struct LocalExecutor {
     config: Arc<LocalConfig>,
     runs: Arc<Mutex<HashMap<String, Arc<CancelRequest>>>>,
+    /// Whether `<state_dir>/runs` is known to exist.
+    runs_dir_made: Arc<AtomicBool>,
 }
 
 /// A cancellation asked of one run.
@@ -59,6 +62,7 @@ impl LocalExecutor {
         Self {
             config: Arc::new(config),
             runs: Arc::default(),
+            runs_dir_made: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -105,13 +109,18 @@ impl Executor for LocalExecutor {
         };
 
         // The launch key: a run directory made exclusively.
+        // File system calls here are small metadata operations, done in
+        // place: handing each to a blocking thread costs more than the call.
         let runs_dir = self.config.state_dir.join("runs");
         let run_dir = runs_dir.join(&spec.job_run_id);
         let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
-        tokio::fs::create_dir_all(&runs_dir)
-            .await
-            .map_err(|e| Self::launch_error(&spec, io(&runs_dir.display().to_string(), e), true))?;
-        match tokio::fs::create_dir(&run_dir).await {
+        if !self.runs_dir_made.load(Ordering::Relaxed) {
+            std::fs::create_dir_all(&runs_dir).map_err(|e| {
+                Self::launch_error(&spec, io(&runs_dir.display().to_string(), e), true)
+            })?;
+            self.runs_dir_made.store(true, Ordering::Relaxed);
+        }
+        match std::fs::create_dir(&run_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Self::launch_error(
@@ -130,12 +139,10 @@ impl Executor for LocalExecutor {
         }
         let config_json = encode_config(&spec.config);
         let config_file = run_dir.join("config.json");
-        tokio::fs::write(&config_file, &config_json)
-            .await
-            .map_err(|e| {
-                Self::launch_error(&spec, io(&config_file.display().to_string(), e), true)
-            })?;
-        let mut log = RunLog::create(&spec.log_path).await.map_err(|e| {
+        std::fs::write(&config_file, &config_json).map_err(|e| {
+            Self::launch_error(&spec, io(&config_file.display().to_string(), e), true)
+        })?;
+        let mut log = RunLog::create(&spec.log_path).map_err(|e| {
             Self::launch_error(&spec, io(&spec.log_path.display().to_string(), e), false)
         })?;
 
@@ -152,8 +159,8 @@ impl Executor for LocalExecutor {
             Ok(child) => child,
             Err(e) => {
                 let reason = format!("cannot start {program:?}: {e}");
-                let _ = log.note(&reason).await;
-                let _ = log.flush().await;
+                let _ = log.note(&reason);
+                let _ = log.flush();
                 let retryable = !matches!(
                     e.kind(),
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
@@ -162,9 +169,7 @@ impl Executor for LocalExecutor {
             }
         };
         let pid = child.id().unwrap_or_default();
-        let _ = log
-            .note(&format!("launched pid {pid}: {:?}", launch.argv))
-            .await;
+        let _ = log.note(&format!("launched pid {pid}: {:?}", launch.argv));
         let cancel = Arc::new(CancelRequest::default());
         self.runs()
             .insert(spec.job_run_id.clone(), Arc::clone(&cancel));
@@ -277,7 +282,10 @@ impl Supervisor {
         let mut out_buf = vec![0u8; 64 << 10];
         let mut err_buf = vec![0u8; 16 << 10];
         let mut lines: Vec<(Vec<u8>, bool)> = Vec::new();
-        let mut ticker = tokio::time::interval(self.config.heartbeat_interval);
+        // The first heartbeat comes one interval in: `Running` already said
+        // the run is alive.
+        let every = self.config.heartbeat_interval;
+        let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut status: Option<std::process::ExitStatus> = None;
         let mut drain_until: Option<Instant> = None;
@@ -297,7 +305,7 @@ impl Supervisor {
                     for (line, partial) in lines.drain(..) {
                         let kind = if partial { LineKind::Output } else { scanner.line(&line) };
                         if kind == LineKind::Output {
-                            let _ = self.log.write(Stream::Stdout, &line, partial).await;
+                            let _ = self.log.write(Stream::Stdout, &line, partial);
                         }
                     }
                 }
@@ -310,7 +318,7 @@ impl Supervisor {
                         err_split.push(&err_buf[..n], |l, p| lines.push((l.to_vec(), p)));
                     }
                     for (line, partial) in lines.drain(..) {
-                        let _ = self.log.write(Stream::Stderr, &line, partial).await;
+                        let _ = self.log.write(Stream::Stderr, &line, partial);
                     }
                 }
                 exited = self.child.wait(), if status.is_none() => {
@@ -330,18 +338,18 @@ impl Supervisor {
                 }
                 () = self.cancel.notify.notified(), if canceled.is_none() && status.is_none() => {
                     let reason = self.cancel.reason.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
-                    let _ = self.log.note(&format!("cancel requested ({reason}): SIGTERM to the process group")).await;
+                    let _ = self.log.note(&format!("cancel requested ({reason}): SIGTERM to the process group"));
                     self.signal_group(Signal::SIGTERM);
                     kill_at = Some(Instant::now() + self.config.kill_grace);
                     canceled = Some(reason);
                 }
                 () = sleep_until_some(kill_at), if status.is_none() => {
-                    let _ = self.log.note("still running after the kill grace: SIGKILL to the process group").await;
+                    let _ = self.log.note("still running after the kill grace: SIGKILL to the process group");
                     self.signal_group(Signal::SIGKILL);
                     kill_at = None;
                 }
                 () = sleep_until_some(drain_until) => {
-                    let _ = self.log.note("pipes still open after the process exited: killing the rest of its group").await;
+                    let _ = self.log.note("pipes still open after the process exited: killing the rest of its group");
                     break;
                 }
             }
@@ -353,8 +361,8 @@ impl Supervisor {
             Some(reason) => Outcome::Canceled { reason },
             None => scanner.finish(exit),
         };
-        let _ = self.log.note(&format!("exited with {exit}")).await;
-        let _ = self.log.flush().await;
+        let _ = self.log.note(&format!("exited with {exit}"));
+        let _ = self.log.flush();
         outcome
     }
 }

@@ -36,17 +36,25 @@ use crate::partition::quote_bytes;
 /// Every append reaches the operating system before `append` returns, so a
 /// killed process loses nothing acknowledged under any policy; the policy
 /// governs power loss only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FsyncPolicy {
-    /// `fdatasync` after every appended batch (the default: the JSONL sink is
-    /// chosen for simplicity, not throughput, so it takes the safe choice).
-    #[default]
+    /// `fdatasync` after every appended batch.
     Always,
-    /// At most once per interval, on the first append after it passed.
+    /// At most once per interval, on the first append after it passed. The
+    /// default is once a second: an append is committed once it is written
+    /// to the operating system (a reader sees it after the writer dies), and
+    /// fsync only guards against power loss, so it stays off the launch path
+    /// (DESIGN "Exactly-once launch").
     Interval(Duration),
     /// Never; the operating system writes back when it likes.
     Never,
+}
+
+impl Default for FsyncPolicy {
+    fn default() -> Self {
+        FsyncPolicy::Interval(Duration::from_secs(1))
+    }
 }
 
 /// Options of a [`JsonlBel`].
@@ -62,7 +70,7 @@ pub struct JsonlOptions {
 impl Default for JsonlOptions {
     fn default() -> Self {
         Self {
-            fsync: FsyncPolicy::Always,
+            fsync: FsyncPolicy::default(),
             poll_interval: Duration::from_millis(100),
         }
     }
@@ -118,6 +126,7 @@ struct Inner {
     file: File,
     state: Mutex<State>,
     head: HeadWatch,
+    background: Arc<Mutex<BackgroundSync>>,
 }
 
 #[derive(Debug)]
@@ -127,6 +136,17 @@ struct State {
     /// End of the last complete line.
     end: u64,
     last_sync: Option<Instant>,
+}
+
+/// The interval policy's background fsync, shared with its task (which
+/// holds no handle of the sink, so dropping the sink releases its lock at
+/// once).
+#[derive(Debug, Default)]
+struct BackgroundSync {
+    /// A background fsync is running.
+    running: bool,
+    /// A background fsync failed: the next append reports it.
+    failed: Option<std::io::Error>,
 }
 
 /// One stored line, borrowing the event's JSON bytes exactly as written.
@@ -251,6 +271,7 @@ impl JsonlBel {
             file,
             state: Mutex::new(state),
             head,
+            background: Arc::default(),
         };
         Ok((
             Self {
@@ -363,7 +384,9 @@ impl Inner {
         }
     }
 
-    fn append(&self, mut batch: Vec<BuildEvent>) -> Result<SeqRange, BelError> {
+    /// Appends a batch; returns its range and whether an fsync is due that
+    /// the caller should run in the background (interval policy).
+    fn append(&self, mut batch: Vec<BuildEvent>) -> Result<(SeqRange, bool), BelError> {
         if batch.is_empty() {
             return Err(BelError::EmptyBatch);
         }
@@ -372,6 +395,9 @@ impl Inner {
                 std::io::ErrorKind::PermissionDenied,
                 "opened read-only",
             )));
+        }
+        if let Some(e) = self.background().failed.take() {
+            return Err(self.io(e));
         }
         let mut state = self.lock();
         let first = state.offsets.len() as u64 + 1;
@@ -382,9 +408,27 @@ impl Inner {
             offsets.push(state.end + buf.len() as u64);
             encode_line(event, &mut buf)?;
         }
-        let written = (&self.file)
-            .write_all(&buf)
-            .and_then(|()| self.sync(&mut state));
+        let mut background = false;
+        let written = (&self.file).write_all(&buf).and_then(|()| {
+            match self.options.fsync {
+                FsyncPolicy::Always => {
+                    self.file.sync_data()?;
+                    state.last_sync = Some(Instant::now());
+                }
+                FsyncPolicy::Interval(every) => {
+                    if state.last_sync.is_none_or(|t| t.elapsed() >= every) {
+                        let mut sync = self.background();
+                        if !sync.running {
+                            sync.running = true;
+                            state.last_sync = Some(Instant::now());
+                            background = true;
+                        }
+                    }
+                }
+                FsyncPolicy::Never => {}
+            }
+            Ok(())
+        });
         if let Err(e) = written {
             // Nothing of a failed append may stay: cut back to the last
             // acknowledged line (a full disk leaves a partial write).
@@ -396,20 +440,28 @@ impl Inner {
         let last = state.offsets.len() as u64;
         drop(state);
         self.head.advance(last);
-        Ok(SeqRange { first, last })
+        Ok((SeqRange { first, last }, background))
     }
 
-    fn sync(&self, state: &mut State) -> std::io::Result<()> {
-        let due = match self.options.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Never => false,
-            FsyncPolicy::Interval(every) => state.last_sync.is_none_or(|t| t.elapsed() >= every),
-        };
-        if due {
-            self.file.sync_data()?;
-            state.last_sync = Some(Instant::now());
-        }
-        Ok(())
+    fn background(&self) -> MutexGuard<'_, BackgroundSync> {
+        self.background.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the interval policy's fsync on a blocking thread, through a
+    /// descriptor of its own (fsync applies to the file, whichever
+    /// descriptor asks).
+    fn sync_in_background(&self) {
+        let path = self.path.clone();
+        let shared = Arc::clone(&self.background);
+        tokio::task::spawn_blocking(move || {
+            let result = File::open(&path).and_then(|f| f.sync_data());
+            let mut sync = shared.lock().unwrap_or_else(|e| e.into_inner());
+            sync.running = false;
+            if let Err(e) = result {
+                tracing::error!(path = %path.display(), error = %e, "fsync of the BEL failed");
+                sync.failed = Some(e);
+            }
+        });
     }
 
     /// Picks up lines another process appended (read-only handles).
@@ -532,7 +584,17 @@ impl Inner {
 impl BelSink for JsonlBel {
     async fn append(&self, batch: Vec<BuildEvent>) -> Result<SeqRange, BelError> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || inner.append(batch)).await
+        if inner.options.fsync == FsyncPolicy::Always {
+            return blocking(move || inner.append(batch).map(|(range, _)| range)).await;
+        }
+        // Without an fsync, an append is a `write` to the page cache: done
+        // in place, as handing it to a blocking thread and back costs more
+        // (it sits on the launch path). A due fsync runs in the background.
+        let (range, sync) = inner.append(batch)?;
+        if sync {
+            inner.sync_in_background();
+        }
+        Ok(range)
     }
 
     async fn read(

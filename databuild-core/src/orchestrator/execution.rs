@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::run::{Build, Route, backoff, status_events};
+use super::run::{Build, Route, Routed, backoff, status_events};
 use super::slots::Grant;
 use super::{BuildError, BuildOutcome, NotBuilt, Orchestrator};
 use crate::bel::{BuildEvent, Event};
@@ -88,6 +88,7 @@ enum Stop {
 struct LiveRun {
     task: TaskId,
     executor: Arc<dyn Executor>,
+    name: Arc<str>,
     grant: Grant,
     running: bool,
     last_seen: Instant,
@@ -161,6 +162,8 @@ pub(super) struct Execution<'a> {
     failures: Vec<String>,
     ending: Option<Ending>,
     blocked: bool,
+    /// Events that ride with the next commit (`RemainingJobs`).
+    pending: Vec<BuildEvent>,
     scratch: Option<PathBuf>,
     updates_tx: mpsc::UnboundedSender<(String, RunUpdate)>,
     updates_rx: mpsc::UnboundedReceiver<(String, RunUpdate)>,
@@ -217,6 +220,7 @@ impl<'a> Execution<'a> {
             failures: Vec::new(),
             ending: None,
             blocked: false,
+            pending: Vec::new(),
             scratch: None,
             updates_tx,
             updates_rx,
@@ -236,7 +240,10 @@ impl<'a> Execution<'a> {
         self.build.event(run, event)
     }
 
-    async fn commit(&self, events: Vec<BuildEvent>) -> Result<(), BuildError> {
+    async fn commit(&mut self, mut events: Vec<BuildEvent>) -> Result<(), BuildError> {
+        if !self.pending.is_empty() {
+            events.splice(0..0, self.pending.drain(..));
+        }
         self.build.inner.commit(events).await
     }
 
@@ -338,7 +345,7 @@ impl<'a> Execution<'a> {
                 previous_job_run_id: t.previous.clone().unwrap_or_default(),
             }),
         ));
-        let pool = t.route.as_ref().map_or(0, |(_, g)| g.pool);
+        let pool = t.route.as_ref().map_or(0, |r| r.grant.pool);
         self.tasks[task.index()].run = Some(run);
         self.set_status(task, TaskStatus::Ready);
         self.queues[pool].push_back(task);
@@ -354,15 +361,22 @@ impl<'a> Execution<'a> {
         if now != self.reported {
             self.reported = now;
             let (ready, running, remaining) = now;
-            self.commit(vec![self.event(
+            // The counts ride with the next batch: a launched run's
+            // `JobRunRunning` comes at once. With nothing in flight they go
+            // out now.
+            self.pending.retain(|e| e.kind() != "remaining_jobs");
+            let event = self.event(
                 "",
                 Event::RemainingJobs(proto::RemainingJobs {
                     ready,
                     running,
                     remaining,
                 }),
-            )])
-            .await?;
+            );
+            self.pending.push(event);
+        }
+        if !self.pending.is_empty() && self.runs.is_empty() {
+            self.commit(Vec::new()).await?;
         }
         Ok(())
     }
@@ -385,7 +399,7 @@ impl<'a> Execution<'a> {
                     continue;
                 };
                 let grant = match &self.tasks[task.index()].route {
-                    Ok((_, grant)) => *grant,
+                    Ok(r) => r.grant,
                     Err(_) => unreachable!("unroutable tasks are never queued"),
                 };
                 if inner.slots.try_acquire(grant) {
@@ -449,20 +463,25 @@ impl<'a> Execution<'a> {
         spec.attempt = state.attempt;
         spec.previous_job_run_id = state.previous.clone();
         spec.scratch_dir = self.scratch.clone();
-        let executor = match &state.route {
-            Ok((e, _)) => Arc::clone(e),
+        let Routed {
+            executor,
+            name,
+            heartbeats: watched,
+            ..
+        } = match &state.route {
+            Ok(r) => r.clone(),
             Err(_) => unreachable!("unroutable tasks are never queued"),
         };
         self.set_status(task, TaskStatus::Running);
         let launched_seq = inner.lock_state().last_seq();
         match executor.launch(spec).await {
             Ok(mut updates) => {
-                let watched = executor.info().capabilities.reports_heartbeats;
                 self.runs.insert(
                     run.clone(),
                     LiveRun {
                         task,
                         executor,
+                        name,
                         grant,
                         running: false,
                         last_seen: Instant::now(),
@@ -536,7 +555,10 @@ impl<'a> Execution<'a> {
         match update {
             RunUpdate::Running { handle } => {
                 live.running = true;
-                let executor = live.executor.info().name;
+                // `Running` is the first sign of life in the log; the first
+                // heartbeat event comes one interval later.
+                live.bel_beat = Some(Instant::now());
+                let executor = live.name.to_string();
                 self.commit(vec![self.event(
                     &run,
                     Event::JobRunRunning(proto::JobRunRunning { executor, handle }),
@@ -545,10 +567,9 @@ impl<'a> Execution<'a> {
             }
             RunUpdate::Heartbeat { cpu_ms, rss_bytes } => {
                 let now = Instant::now();
-                let due = live.running
-                    && live.bel_beat.is_none_or(|at| {
-                        now.duration_since(at) >= inner.settings.bel_heartbeat_interval
-                    });
+                let due = live.bel_beat.is_some_and(|at| {
+                    now.duration_since(at) >= inner.settings.bel_heartbeat_interval
+                });
                 if !due {
                     return Ok(());
                 }

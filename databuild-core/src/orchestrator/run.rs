@@ -9,7 +9,7 @@ use super::execution::{Control, Execution};
 use super::slots::Grant;
 use super::{BuildError, BuildOptions, BuildOutcome, Inner, Orchestrator};
 use crate::bel::{BuildEvent, Event};
-use crate::executor::Executor;
+use crate::executor::{Executor, ExecutorInfo};
 use crate::job::Launch;
 use crate::partition::PartitionRef;
 use crate::plan::Task;
@@ -17,7 +17,18 @@ use crate::planner::AnalyzeRequest;
 use crate::proto::{self, PartitionStatus};
 
 /// Where a task runs and what it holds while it does.
-pub(super) type Route = Result<(Arc<dyn Executor>, Grant), String>;
+#[derive(Debug, Clone)]
+pub(super) struct Routed {
+    pub(super) executor: Arc<dyn Executor>,
+    /// The executor's name, for `JobRunRunning`.
+    pub(super) name: Arc<str>,
+    /// Whether the executor reports heartbeats (so liveness is watched).
+    pub(super) heartbeats: bool,
+    pub(super) grant: Grant,
+}
+
+/// A task's route, or why it has none.
+pub(super) type Route = Result<Routed, String>;
 
 pub(super) struct Build {
     pub(super) inner: Arc<Inner>,
@@ -25,6 +36,9 @@ pub(super) struct Build {
     pub(super) options: BuildOptions,
     pub(super) id: String,
     control: Option<mpsc::UnboundedReceiver<Control>>,
+    /// The executors' descriptions, asked once per request.
+    process_info: Option<ExecutorInfo>,
+    in_process_info: ExecutorInfo,
 }
 
 impl Drop for Build {
@@ -44,6 +58,8 @@ impl Build {
         let (tx, rx) = mpsc::unbounded_channel();
         inner.controls().insert(id.clone(), tx);
         Self {
+            process_info: inner.executor.as_ref().map(|e| e.info()),
+            in_process_info: inner.in_process.info(),
             inner,
             requested,
             options,
@@ -142,24 +158,23 @@ impl Build {
     /// takes.
     pub(super) fn route(&self, task: &Task) -> Route {
         let job = self.inner.graph.job(task.job.as_str());
-        let executor = match job.map(|j| j.launch()) {
+        let (executor, info) = match job.map(|j| j.launch()) {
             None => return Err("the job is not in the graph".to_owned()),
-            Some(Launch::InProcess(_)) => Arc::clone(&self.inner.in_process),
-            Some(_) => match &self.inner.executor {
-                None => return Err("no executor for process jobs is configured".to_owned()),
-                Some(executor) => {
-                    let labels = executor.info().labels;
+            Some(Launch::InProcess(_)) => (&self.inner.in_process, &self.in_process_info),
+            Some(_) => match (&self.inner.executor, &self.process_info) {
+                (Some(executor), Some(info)) => {
                     if let Some((k, v)) = task
                         .config
                         .hints
                         .label_requirements
                         .iter()
-                        .find(|(k, v)| labels.get(*k) != Some(v))
+                        .find(|(k, v)| info.labels.get(*k) != Some(v))
                     {
                         return Err(format!("no executor has label {k}={v}"));
                     }
-                    Arc::clone(executor)
+                    (executor, info)
                 }
+                _ => return Err("no executor for process jobs is configured".to_owned()),
             },
         };
         let hints = &task.config.hints;
@@ -167,7 +182,12 @@ impl Build {
             .inner
             .slots
             .resolve(hints.pool.as_deref(), hints.effective_slots())?;
-        Ok((executor, grant))
+        Ok(Routed {
+            executor: Arc::clone(executor),
+            name: Arc::from(info.name.as_str()),
+            heartbeats: info.capabilities.reports_heartbeats,
+            grant,
+        })
     }
 }
 

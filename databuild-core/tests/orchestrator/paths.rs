@@ -288,11 +288,10 @@ async fn a_silent_run_is_lost_fenced_and_retried() {
             "partition_status_changed",
             "job_run_config_validated",
             "job_run_running",
-            "job_run_heartbeat",
             "job_run_kill_requested",
             "job_run_lost",
         ],
-        "one BEL heartbeat in 25 s (30 s interval), nothing after lost"
+        "no BEL heartbeat within 25 s (30 s interval), nothing after lost"
     );
     assert_eq!(run_kinds(&events, &second.spec.job_run_id), SUCCESS);
 }
@@ -324,7 +323,7 @@ async fn heartbeats_reach_the_bel_at_most_once_per_interval() {
         .iter()
         .filter(|k| **k == "job_run_heartbeat")
         .count();
-    assert_eq!(beats, 4, "at 1 s, 31 s, 61 s and 91 s of 95 heartbeats");
+    assert_eq!(beats, 3, "at 30, 60 and 90 s of 95 heartbeats");
     let build_beats = events
         .iter()
         .filter(|e| e.kind() == "build_heartbeat")
