@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use databuild_core::executor::LineSplitter;
@@ -8,9 +8,17 @@ use databuild_core::executor::LineSplitter;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LocalConfig {
-    /// Where run directories (`runs/<job_run_id>/`, holding the config
-    /// file) are made.
+    /// The state directory (the default `runs_dir` falls back to
+    /// `<state_dir>/runs`).
     pub state_dir: PathBuf,
+    /// Where each run's config file, `<job_run_id>.json`, lives while the
+    /// run does. It is created exclusively (the launch key: one job run id
+    /// launches once) and removed when the run ends. The default is a
+    /// private directory on tmpfs, `/dev/shm/databuild-<uid>/<hash of
+    /// state_dir>`, when `/dev/shm` exists (a config file costs no disk
+    /// inode: on a busy ext4 volume an inode costs more than a spawn), else
+    /// `<state_dir>/runs`.
+    pub runs_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL when a run is cancelled.
     pub kill_grace: Duration,
     /// How often a running process's CPU and memory are sampled and
@@ -30,8 +38,10 @@ impl LocalConfig {
     /// heartbeats, 2 s drain grace, 1 MiB lines, labels `os` and `arch` of
     /// this machine.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
         Self {
-            state_dir: state_dir.into(),
+            runs_dir: default_runs_dir(&state_dir),
+            state_dir,
             kill_grace: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
             drain_grace: Duration::from_secs(2),
@@ -42,6 +52,13 @@ impl LocalConfig {
             ]
             .into(),
         }
+    }
+
+    /// Sets where run config files go.
+    #[must_use]
+    pub fn runs_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.runs_dir = dir.into();
+        self
     }
 
     /// Sets the kill grace.
@@ -71,4 +88,19 @@ impl LocalConfig {
         self.line_cap = cap;
         self
     }
+}
+
+/// `/dev/shm/databuild-<uid>/<hash of state_dir>` when `/dev/shm` is a
+/// directory, else `<state_dir>/runs`.
+fn default_runs_dir(state_dir: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return state_dir.join("runs");
+    }
+    let absolute = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let mut h = std::hash::DefaultHasher::new();
+    absolute.hash(&mut h);
+    shm.join(format!("databuild-{}", nix::unistd::getuid()))
+        .join(format!("{:016x}", h.finish()))
 }

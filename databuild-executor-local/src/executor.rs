@@ -1,4 +1,7 @@
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,8 +28,9 @@ use crate::proc_stats;
 /// this process, in a process group of its own).
 ///
 /// A run is `<entrypoint> exec <config.args...>` with the config JSON on
-/// stdin and in `DATABUILD_CONFIG_FILE` (`<state_dir>/runs/<job_run_id>/config.json`,
-/// created exclusively: launching one job run id twice is refused), the
+/// stdin and in `DATABUILD_CONFIG_FILE` (`<runs_dir>/<job_run_id>.json`, see
+/// [`LocalConfig::runs_dir`], created exclusively: launching one job run id
+/// twice is refused, and removed when the run ends), the
 /// job's and the config's environment plus the `DATABUILD_*` variables.
 /// Stdout and stderr are read line by line (capped) into the run's log;
 /// stdout goes through the shared [`OutputScanner`], so marker lines decide
@@ -42,7 +46,9 @@ use crate::proc_stats;
 pub struct LocalExecutor {
     config: Arc<LocalConfig>,
     runs: Arc<Mutex<HashMap<String, Arc<CancelRequest>>>>,
-    /// Whether `<state_dir>/runs` is known to exist.
+    /// Launch keys of every run launched here.
+    launched: Arc<Mutex<std::collections::HashSet<u64>>>,
+    /// Whether the runs directory is known to exist.
     runs_dir_made: Arc<AtomicBool>,
 }
 
@@ -63,6 +69,7 @@ impl LocalExecutor {
             config: Arc::new(config),
             runs: Arc::default(),
             runs_dir_made: Arc::new(AtomicBool::new(false)),
+            launched: Arc::default(),
         }
     }
 
@@ -111,17 +118,51 @@ impl Executor for LocalExecutor {
         // The launch key: a run directory made exclusively.
         // File system calls here are small metadata operations, done in
         // place: handing each to a blocking thread costs more than the call.
-        let runs_dir = self.config.state_dir.join("runs");
-        let run_dir = runs_dir.join(&spec.job_run_id);
-        let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+        let runs_dir = &self.config.runs_dir;
+        let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
         if !self.runs_dir_made.load(Ordering::Relaxed) {
-            std::fs::create_dir_all(&runs_dir).map_err(|e| {
-                Self::launch_error(&spec, io(&runs_dir.display().to_string(), e), true)
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(runs_dir)
+                .map_err(|e| Self::launch_error(&spec, io(runs_dir, e), true))?;
             self.runs_dir_made.store(true, Ordering::Relaxed);
         }
-        match std::fs::create_dir(&run_dir) {
-            Ok(()) => {}
+        // The launch key: the run's id, recorded before anything starts (as a
+        // 64-bit hash: 8 bytes per run for the executor's life), then its
+        // config file, made exclusively.
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            spec.job_run_id.hash(&mut h);
+            h.finish()
+        };
+        if !self
+            .launched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key)
+        {
+            return Err(Self::launch_error(
+                &spec,
+                "this job run was already launched".into(),
+                false,
+            ));
+        }
+        let config_file = runs_dir.join(format!("{}.json", spec.job_run_id));
+        let config_json = encode_config(&spec.config);
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config_file);
+        match created {
+            Ok(mut file) => {
+                if let Err(e) = file.write_all(config_json.as_bytes()) {
+                    let _ = std::fs::remove_file(&config_file);
+                    return Err(Self::launch_error(&spec, io(&config_file, e), true));
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Self::launch_error(
                     &spec,
@@ -129,29 +170,18 @@ impl Executor for LocalExecutor {
                     false,
                 ));
             }
-            Err(e) => {
-                return Err(Self::launch_error(
-                    &spec,
-                    io(&run_dir.display().to_string(), e),
-                    true,
-                ));
-            }
+            Err(e) => return Err(Self::launch_error(&spec, io(&config_file, e), true)),
         }
-        let config_json = encode_config(&spec.config);
-        let config_file = run_dir.join("config.json");
-        std::fs::write(&config_file, &config_json).map_err(|e| {
-            Self::launch_error(&spec, io(&config_file.display().to_string(), e), true)
-        })?;
-        let mut log = RunLog::create(&spec.log_path).map_err(|e| {
-            Self::launch_error(&spec, io(&spec.log_path.display().to_string(), e), false)
-        })?;
+        let config_file = ConfigFile(config_file);
+        let mut log = RunLog::create(&spec.log_path)
+            .map_err(|e| Self::launch_error(&spec, io(&spec.log_path, e), false))?;
 
         let mut command = command(program, &launch.argv[1..], &spec.config);
         command
             .envs(&launch.env)
             .envs(&spec.config.env)
             .envs(spec.databuild_env())
-            .env("DATABUILD_CONFIG_FILE", &config_file);
+            .env("DATABUILD_CONFIG_FILE", &config_file.0);
         if let Some(dir) = &launch.working_dir {
             command.current_dir(dir);
         }
@@ -193,6 +223,7 @@ impl Executor for LocalExecutor {
         let job_run_id = spec.job_run_id.clone();
         tokio::spawn(async move {
             let run = Supervisor {
+                _config_file: config_file,
                 child,
                 pid,
                 log,
@@ -243,8 +274,22 @@ fn command(program: &str, args: &[String], config: &JobConfig) -> Command {
     command
 }
 
+/// A run's config file, removed when the run is over.
+struct ConfigFile(PathBuf);
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %e, "removing a run's config file failed");
+        }
+    }
+}
+
 /// Watches one run until it is gone.
 struct Supervisor {
+    _config_file: ConfigFile,
     child: Child,
     pid: u32,
     log: RunLog,

@@ -401,3 +401,29 @@ async fn launch_errors_are_typed() {
         Some("linux")
     );
 }
+
+#[tokio::test]
+async fn the_config_file_lives_as_long_as_the_run() {
+    let f = fixture(|c| c.runs_dir(std::env::temp_dir().join("databuild-local-test-runs")));
+    let runs_dir = std::env::temp_dir().join("databuild-local-test-runs");
+    let (updates, log) = f
+        .run(
+            "cfg",
+            r#"test -f "$DATABUILD_CONFIG_FILE" && echo "at $DATABUILD_CONFIG_FILE""#,
+        )
+        .await;
+    assert!(matches!(outcome(&updates), Outcome::Succeeded { .. }));
+    let expected = runs_dir.join("cfg.json");
+    assert_eq!(
+        texts(&log, Stream::Stdout),
+        [format!("at {}", expected.display())]
+    );
+    assert!(!expected.exists(), "removed when the run ended");
+    // The default lives on tmpfs, private to this user.
+    let default = LocalConfig::new("/some/state").runs_dir;
+    if std::path::Path::new("/dev/shm").is_dir() {
+        assert!(default.starts_with("/dev/shm"), "{default:?}");
+    } else {
+        assert_eq!(default, std::path::Path::new("/some/state/runs"));
+    }
+}

@@ -179,8 +179,7 @@ fn child(args: &[String]) -> Result<(), Error> {
             }
         }
         "databuild" => {
-            let latency = ours(shape, n, &work)?;
-            let kib = peak_rss_bytes().unwrap_or(0) / 1024;
+            let (kib, latency) = ours(shape, n, &work)?;
             println!("{kib} {latency}");
             return Ok(());
         }
@@ -191,9 +190,10 @@ fn child(args: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Builds the DAG with databuild; returns the chain's inter-task latency
-/// (job exit seen → dependent running, p50/p99 in ms) or `-`.
-fn ours(shape: Shape, n: usize, work: &Path) -> Result<String, Error> {
+/// Builds the DAG with databuild; returns the peak RSS (KiB) of the build,
+/// and the chain's inter-task latency (job exit seen → dependent running,
+/// p50/p99 in ms) or `-`, read from the BEL afterwards.
+fn ours(shape: Shape, n: usize, work: &Path) -> Result<(u64, String), Error> {
     let rt = match std::env::var("DISPATCH_RUNTIME").as_deref() {
         Ok("current") => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -220,8 +220,10 @@ fn ours(shape: Shape, n: usize, work: &Path) -> Result<String, Error> {
         if !outcome.succeeded() || outcome.built.len() != n {
             return Err(format!("the build did not build all {n} tasks").into());
         }
+        // Before the analysis below reads the whole log into memory.
+        let kib = peak_rss_bytes().unwrap_or(0) / 1024;
         if shape != Shape::Chain {
-            return Ok("-".to_owned());
+            return Ok((kib, "-".to_owned()));
         }
         // Chain: task i's run starts after task i-1's exit is seen.
         let events = bel.read(0, &EventFilter::all(), usize::MAX).await?;
@@ -253,10 +255,13 @@ fn ours(shape: Shape, n: usize, work: &Path) -> Result<String, Error> {
         let mut gaps: Vec<i64> = (1..n).map(|i| running[&i] - exited[&(i - 1)]).collect();
         gaps.sort_unstable();
         let ms = |ns: i64| Duration::from_nanos(ns.max(0) as u64).as_secs_f64() * 1e3;
-        Ok(format!(
-            "{:.2} {:.2}",
-            ms(gaps[gaps.len() / 2]),
-            ms(gaps[gaps.len() * 99 / 100])
+        Ok((
+            kib,
+            format!(
+                "{:.2} {:.2}",
+                ms(gaps[gaps.len() / 2]),
+                ms(gaps[gaps.len() * 99 / 100])
+            ),
         ))
     })
 }
