@@ -25,15 +25,20 @@
 //! Jobs only declare; executors run. The planner calls each job's `config`
 //! once per wave with every ref asked of it, adds the returned configs as
 //! tasks, and follows their `MATERIALIZE` inputs until nothing is missing.
-//! Every transition of the seeds' state diagrams (graph.analyze, job.config,
-//! and later graph.build and the job-run lifecycle) is an event in the BEL,
+//! The orchestrator then runs the plan: a task whose inputs are built gets a
+//! job run, launched as slots (a global limit, named pools) allow; failed
+//! runs are retried per the job's policy, silent ones are declared lost,
+//! and a job that reports missing inputs at run time gets them built and
+//! runs again. Every transition of the seeds' state diagrams (graph.analyze,
+//! job.config, graph.build, job.exec and the job-run lifecycle) is an event
+//! in the BEL,
 //! which is the single source of truth: views such as the partition catalog
 //! are reductions over it, so the state after a crash is rebuilt from the log
 //! with the same code that maintained it live.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use databuild_core::{FnJob, Graph, JobConfig, MemoryBel, PartitionRef, Planner};
+//! use databuild_core::{FnJob, Graph, JobConfig, MemoryBel, Orchestrator, PartitionRef, Planner};
 //! use databuild_core::bel::{BelSink, EventFilter};
 //!
 //! // Raw data lands per day; a summary of a day needs that day's raw data.
@@ -56,7 +61,7 @@
 //!
 //! let bel = MemoryBel::new();
 //! let planner = Planner::new(graph).with_bel(Arc::new(bel.clone()));
-//! # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
 //! let plan = planner.analyze(&[PartitionRef::new("summary/date=2024-01-03")?]).await?;
 //! assert_eq!(plan.len(), 2);
 //! println!("{}", plan.to_mermaid());
@@ -64,6 +69,19 @@
 //! let events = bel.read(0, &EventFilter::all(), 100).await?;
 //! assert_eq!(events.first().unwrap().kind(), "analyze_started");
 //! assert_eq!(events.last().unwrap().kind(), "job_graph_emitted");
+//!
+//! // Build it: in-process jobs run on the built-in executor; process jobs
+//! // need one (`databuild-executor-local`).
+//! let orchestrator = Orchestrator::builder()
+//!     .graph(planner.graph().clone())
+//!     .bel(Arc::new(bel.clone()))
+//!     .state_dir(std::env::temp_dir().join("databuild-doc"))
+//!     .build()?;
+//! let outcome = orchestrator.build(&[PartitionRef::new("summary/date=2024-01-03")?]).await?;
+//! assert!(outcome.succeeded());
+//! assert_eq!(outcome.built.len(), 2);
+//! let events = bel.read(0, &EventFilter::all(), usize::MAX).await?;
+//! assert_eq!(events.last().unwrap().kind(), "build_succeeded");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -85,8 +103,9 @@
 //! # Feature flags
 //!
 //! - `process` (default): [`ProcessJob`], external jobs in the job protocol.
-//! - `testkit`: the `testkit` module, the conformance suites every BEL sink (and later
-//!   every executor) runs from its own tests.
+//! - `testkit`: the `testkit` module: the conformance suites every BEL sink
+//!   and every executor runs from its own tests, and the `ScriptedExecutor`
+//!   for orchestrator tests.
 //!
 //! # Supported Rust versions
 //!

@@ -12,6 +12,7 @@ use databuild_core::executor::{
     LineSplitter, Outcome, OutputScanner, RunLog, RunUpdate, RunUpdates, Stream,
 };
 use databuild_core::job::protocol::encode_config;
+use databuild_core::proto::FailureStage;
 use databuild_core::{JobConfig, Launch};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -173,8 +174,6 @@ impl Executor for LocalExecutor {
             Err(e) => return Err(Self::launch_error(&spec, io(&config_file, e), true)),
         }
         let config_file = ConfigFile(config_file);
-        let mut log = RunLog::create(&spec.log_path)
-            .map_err(|e| Self::launch_error(&spec, io(&spec.log_path, e), false))?;
 
         let mut command = command(program, &launch.argv[1..], &spec.config);
         command
@@ -189,8 +188,10 @@ impl Executor for LocalExecutor {
             Ok(child) => child,
             Err(e) => {
                 let reason = format!("cannot start {program:?}: {e}");
-                let _ = log.note(&reason);
-                let _ = log.flush();
+                if let Ok(mut log) = RunLog::create(&spec.log_path) {
+                    let _ = log.note(&reason);
+                    let _ = log.flush();
+                }
                 let retryable = !matches!(
                     e.kind(),
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
@@ -199,7 +200,8 @@ impl Executor for LocalExecutor {
             }
         };
         let pid = child.id().unwrap_or_default();
-        let _ = log.note(&format!("launched pid {pid}: {:?}", launch.argv));
+        let launched = format!("launched pid {pid}: {:?}", launch.argv);
+        let log_path = spec.log_path.clone();
         let cancel = Arc::new(CancelRequest::default());
         self.runs()
             .insert(spec.job_run_id.clone(), Arc::clone(&cancel));
@@ -222,16 +224,37 @@ impl Executor for LocalExecutor {
         let config = Arc::clone(&self.config);
         let job_run_id = spec.job_run_id.clone();
         tokio::spawn(async move {
-            let run = Supervisor {
-                _config_file: config_file,
-                child,
-                pid,
-                log,
-                tx: tx.clone(),
-                cancel,
-                config,
+            // The log is made once the job is started, off the launch path
+            // (on a busy disk a new file costs more than the spawn).
+            let outcome = match RunLog::create(&log_path) {
+                Ok(mut log) => {
+                    let _ = log.note(&launched);
+                    let run = Supervisor {
+                        _config_file: config_file,
+                        child,
+                        pid,
+                        log,
+                        tx: tx.clone(),
+                        cancel,
+                        config,
+                    };
+                    run.supervise(stdout, stderr).await
+                }
+                Err(e) => {
+                    // No log, no run: stop it before it does anything.
+                    if let Ok(pid) = i32::try_from(pid) {
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                    let _ = child.wait().await;
+                    drop(config_file);
+                    Outcome::Failed {
+                        stage: FailureStage::Launch,
+                        reason: format!("cannot write the run's log {}: {e}", log_path.display()),
+                        exit: None,
+                        retryable: false,
+                    }
+                }
             };
-            let outcome = run.supervise(stdout, stderr).await;
             runs.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&job_run_id);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use databuild_core::executor::{ExitStatus, LogRecord, Outcome, RunUpdate, Stream};
 use databuild_core::job::ProcessLaunch;
+use databuild_core::proto::FailureStage;
 use databuild_core::{
     Executor, ExecutorError, JobConfig, JobLabel, JobRunSpec, Launch, PartitionRef,
 };
@@ -390,12 +391,21 @@ async fn launch_errors_are_typed() {
         matches!(err, Some(ExecutorError::Incompatible { .. })),
         "{err:?}"
     );
-    // An unwritable log location (a path under a regular file) fails the launch.
+    // An unwritable log location (a path under a regular file) fails the
+    // run at the launch stage, naming the path; the job is stopped at once.
     std::fs::write(f.path("file"), b"x").unwrap();
-    let mut spec = f.spec("r3", sh("true"), JobConfig::default());
+    let mut spec = f.spec("r3", sh("sleep 30"), JobConfig::default());
     spec.log_path = f.path("file/logs/r3.jsonl");
-    let err = f.exec.launch(spec).await.err();
-    assert!(matches!(err, Some(ExecutorError::Launch { .. })), "{err:?}");
+    let started = std::time::Instant::now();
+    let updates: Vec<RunUpdate> = f.exec.launch(spec).await.unwrap().collect().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not left running"
+    );
+    assert!(
+        matches!(outcome(&updates), Outcome::Failed { stage: FailureStage::Launch, retryable: false, reason, .. } if reason.contains("file/logs/r3.jsonl")),
+        "{updates:?}"
+    );
     assert_eq!(
         f.exec.info().labels.get("os").map(String::as_str),
         Some("linux")

@@ -113,6 +113,34 @@ async fn builds_a_chain_of_processes_in_order() {
     // The JSONL log replays to the live state, and each run wrote its log.
     let events = bel.read(0, &EventFilter::all(), usize::MAX).await.unwrap();
     assert_eq!(BuildState::replay(&events).unwrap(), orchestrator.state());
+    databuild_core::bel::check::check_log(&events).unwrap();
+    // Each real run went through exactly the success path.
+    let runs: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind() == "job_run_queued")
+        .map(|e| e.job_run_id.clone())
+        .collect();
+    assert_eq!(runs.len(), 4);
+    for run in &runs {
+        let kinds: Vec<&str> = events
+            .iter()
+            .filter(|e| &e.job_run_id == run)
+            .map(|e| e.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "job_run_queued",
+                "job_scheduled",
+                "partition_status_changed",
+                "job_run_config_validated",
+                "job_run_running",
+                "job_run_task_succeeded",
+                "job_run_succeeded",
+                "partition_status_changed",
+            ]
+        );
+    }
     let logs = walk(&dir.path().join("state/logs"));
     assert_eq!(logs, 4, "one log file per run");
 }
@@ -134,9 +162,10 @@ async fn a_failing_process_fails_the_build() {
     let (bel, _) = JsonlBel::open_default(dir.path().join("bel.jsonl"))
         .await
         .unwrap();
+    let bel: Arc<dyn BelSink> = Arc::new(bel);
     let orchestrator = Orchestrator::builder()
         .graph(graph)
-        .bel(Arc::new(bel))
+        .bel(Arc::clone(&bel))
         .executor(Arc::new(LocalExecutor::new(LocalConfig::new(
             dir.path().join("state"),
         ))))
@@ -152,6 +181,27 @@ async fn a_failing_process_fails_the_build() {
         .unwrap();
     assert!(raw.reason.contains("exit code 4"), "{}", raw.reason);
     assert!(!record.exists(), "the daily job never ran");
+    let events = bel.read(0, &EventFilter::all(), usize::MAX).await.unwrap();
+    BuildState::replay(&events).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind()).collect();
+    let tail: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|k| *k != "remaining_jobs")
+        .skip_while(|k| *k != "job_run_running")
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "job_run_running",
+            "job_run_task_failed",
+            "job_run_failed",
+            "partition_status_changed",
+            "job_failure",
+            "job_cancels",
+            "build_failed",
+        ]
+    );
 }
 
 fn walk(dir: &Path) -> usize {

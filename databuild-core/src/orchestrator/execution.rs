@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -165,8 +166,9 @@ pub(super) struct Execution<'a> {
     /// Events that ride with the next commit (`RemainingJobs`).
     pending: Vec<BuildEvent>,
     scratch: Option<PathBuf>,
-    updates_tx: mpsc::UnboundedSender<(String, RunUpdate)>,
-    updates_rx: mpsc::UnboundedReceiver<(String, RunUpdate)>,
+    /// Every launched run's updates, tagged with its id, polled in place
+    /// (no task or channel per run between the executor and this loop).
+    updates: SelectAll<BoxStream<'static, (Arc<str>, RunUpdate)>>,
     control: Option<mpsc::UnboundedReceiver<Control>>,
     released: watch::Receiver<u64>,
 }
@@ -185,7 +187,6 @@ impl<'a> Execution<'a> {
         routes: Vec<Route>,
         control: Option<mpsc::UnboundedReceiver<Control>>,
     ) -> Self {
-        let (updates_tx, updates_rx) = mpsc::unbounded_channel();
         let tasks = routes
             .into_iter()
             .enumerate()
@@ -222,8 +223,7 @@ impl<'a> Execution<'a> {
             blocked: false,
             pending: Vec::new(),
             scratch: None,
-            updates_tx,
-            updates_rx,
+            updates: SelectAll::new(),
             control,
             released: build.inner.slots.subscribe(),
         }
@@ -306,9 +306,9 @@ impl<'a> Execution<'a> {
             let next = self.timers.first().map(|(at, _)| *at);
             let blocked = self.blocked;
             tokio::select! {
-                update = self.updates_rx.recv() => {
+                update = self.updates.next(), if !self.updates.is_empty() => {
                     if let Some((run, update)) = update {
-                        self.on_update(run, update).await?;
+                        self.on_update(run.to_string(), update).await?;
                     }
                 }
                 control = recv_control(&mut self.control) => match control {
@@ -475,7 +475,7 @@ impl<'a> Execution<'a> {
         self.set_status(task, TaskStatus::Running);
         let launched_seq = inner.lock_state().last_seq();
         match executor.launch(spec).await {
-            Ok(mut updates) => {
+            Ok(updates) => {
                 self.runs.insert(
                     run.clone(),
                     LiveRun {
@@ -500,14 +500,9 @@ impl<'a> Execution<'a> {
                         Timer::Liveness(run.clone()),
                     );
                 }
-                let tx = self.updates_tx.clone();
-                tokio::spawn(async move {
-                    while let Some(u) = updates.next().await {
-                        if tx.send((run.clone(), u)).is_err() {
-                            break;
-                        }
-                    }
-                });
+                let id: Arc<str> = Arc::from(run.as_str());
+                self.updates
+                    .push(updates.map(move |u| (Arc::clone(&id), u)).boxed());
             }
             Err(e) => {
                 inner.slots.release(grant);

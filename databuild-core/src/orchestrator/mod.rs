@@ -184,7 +184,7 @@ impl Orchestrator {
 
     /// Starts building `requested` on a task of its own and returns at once
     /// with a handle that knows the request's id, can cancel it, and waits
-    /// for its outcome. Needs a tokio runtime.
+    /// for its outcome. Needs a tokio runtime with time enabled.
     pub fn start(&self, requested: &[PartitionRef], options: BuildOptions) -> BuildHandle {
         let build = run::Build::new(Arc::clone(&self.inner), requested.to_vec(), options);
         let build_request_id = build.id.clone();
