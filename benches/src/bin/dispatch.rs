@@ -6,8 +6,10 @@
 //! peak RSS is that runner's own; wall times are medians of `--reps` runs
 //! made in the same session.
 //!
-//! Run: `cargo run --release -p databuild-benches --bin dispatch [-- --n 1000,10000 --reps 3]`
-//! (needs `ninja` and `make` on PATH).
+//! Run: `cargo run --release -p databuild-benches --bin dispatch [-- --n 1000,10000 --reps 3 --dir /dev/shm]`
+//! (needs `ninja` and `make` on PATH). `--dir` says where the work
+//! directories go (databuild's logs and BEL; default: the system's temp
+//! directory).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ fn main() -> Result<(), Error> {
     }
     let mut sizes = vec![1_000, 10_000];
     let mut reps = 3;
+    let mut under: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -45,6 +48,7 @@ fn main() -> Result<(), Error> {
                     .collect::<Result<_, _>>()?;
             }
             "--reps" => reps = it.next().ok_or("--reps needs a count")?.parse()?,
+            "--dir" => under = Some(it.next().ok_or("--dir needs a directory")?.into()),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -67,7 +71,10 @@ fn main() -> Result<(), Error> {
     );
     for &n in &sizes {
         for shape in Shape::ALL {
-            let dir = tempfile::tempdir()?;
+            let dir = match &under {
+                Some(d) => tempfile::tempdir_in(d)?,
+                None => tempfile::tempdir()?,
+            };
             std::fs::write(dir.path().join("build.ninja"), shape.ninja(n))?;
             std::fs::write(dir.path().join("Makefile"), shape.makefile(n))?;
             let mut walls: HashMap<&str, Vec<f64>> = HashMap::new();

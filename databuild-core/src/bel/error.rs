@@ -37,6 +37,24 @@ pub enum BelError {
         /// The holder's pid, when known.
         holder: Option<u32>,
     },
+    /// The store was written by a newer version of its schema.
+    #[error("BEL {} has schema version {found}; this build reads versions up to {supported} (upgrade databuild to open it)", path.display())]
+    SchemaTooNew {
+        /// The store.
+        path: PathBuf,
+        /// The version it holds.
+        found: u32,
+        /// The newest version this build knows.
+        supported: u32,
+    },
+    /// The store is not a BEL, or is damaged beyond reading.
+    #[error("BEL {} cannot be read: {reason}", path.display())]
+    Unreadable {
+        /// The store.
+        path: PathBuf,
+        /// What is wrong, from the storage engine.
+        reason: String,
+    },
     /// An event could not be encoded.
     #[error("cannot encode event: {reason}")]
     Encode {

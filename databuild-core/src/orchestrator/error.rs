@@ -56,6 +56,9 @@ pub enum BuildError {
         /// What was asked.
         by: &'static str,
     },
+    /// The state could not be rebuilt from the BEL at start.
+    #[error("loading the build state from the BEL failed: {0}")]
+    Load(#[from] crate::state::LoadError),
     /// The task running the build panicked or was aborted.
     #[error("the build task ended abnormally: {0}")]
     Aborted(String),

@@ -266,8 +266,11 @@ impl<'a> Execution<'a> {
                 }
             }
         }
+        // Partitions already available are delegated to the build that made
+        // them (historical delegation, seed 001), with one job-skipped event
+        // per run that made them.
+        let mut events = self.historical_delegations();
         // Unschedulable tasks (keep-going only) fail first.
-        let mut events = Vec::new();
         for i in 0..self.tasks.len() {
             if let Err(why) = &self.tasks[i].route {
                 let reason = format!("unschedulable: {why}");
@@ -320,6 +323,47 @@ impl<'a> Execution<'a> {
             }
         }
         self.finish().await
+    }
+
+    fn historical_delegations(&self) -> Vec<BuildEvent> {
+        let state = self.build.inner.lock_state();
+        let mut events = Vec::new();
+        let mut by_run: std::collections::BTreeMap<&str, Vec<proto::PartitionRef>> =
+            std::collections::BTreeMap::new();
+        for p in self.plan.available() {
+            let run_id = state
+                .partition(p)
+                .map(|e| e.job_run_id.as_str())
+                .unwrap_or_default();
+            let by = state.run(run_id);
+            events.push(self.event(
+                "",
+                Event::PartitionDelegated(proto::PartitionDelegated {
+                    partition: Some(p.to_proto()),
+                    to_build_request_id: by.map(|r| r.started_by.clone()).unwrap_or_default(),
+                    to_job_run_id: run_id.to_owned(),
+                    historical: true,
+                }),
+            ));
+            if by.is_some() {
+                by_run.entry(run_id).or_default().push(p.to_proto());
+            }
+        }
+        for (run_id, partitions) in by_run {
+            let Some(run) = state.run(run_id) else {
+                continue;
+            };
+            events.push(self.event(
+                "",
+                Event::JobSkipped(proto::JobSkipped {
+                    job: run.task.job.clone(),
+                    partitions,
+                    built_by_build_request_id: run.started_by.clone(),
+                    built_by_job_run_id: run_id.to_owned(),
+                }),
+            ));
+        }
+        events
     }
 
     fn finished(&self) -> bool {

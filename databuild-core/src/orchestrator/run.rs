@@ -81,6 +81,7 @@ impl Build {
     }
 
     pub(super) async fn run(mut self) -> Result<BuildOutcome, BuildError> {
+        self.inner.ensure_loaded().await?;
         let refs: Vec<proto::PartitionRef> =
             self.requested.iter().map(PartitionRef::to_proto).collect();
         self.inner

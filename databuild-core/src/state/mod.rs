@@ -23,6 +23,18 @@
 
 mod violation;
 
+/// Why a state could not be loaded from a log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// Reading the log failed.
+    #[error(transparent)]
+    Bel(#[from] crate::bel::BelError),
+    /// The log breaks the state diagrams.
+    #[error("the log breaks the state diagrams: {0}")]
+    Violation(#[from] Violation),
+}
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use violation::Violation;
@@ -177,6 +189,34 @@ impl BuildState {
     /// All job runs.
     pub fn runs(&self) -> impl Iterator<Item = &JobRun> {
         self.runs.values()
+    }
+
+    /// All build requests, by id.
+    pub fn requests(&self) -> impl Iterator<Item = &BuildRequest> {
+        self.requests.values()
+    }
+
+    /// The partition catalog: every partition with a status.
+    pub fn partitions(&self) -> impl Iterator<Item = (&PartitionRef, &CatalogEntry)> {
+        self.catalog.iter()
+    }
+
+    /// Rebuilds the state from a whole log, reading it in pages (so a long
+    /// log is never held whole).
+    pub async fn load(bel: &dyn crate::bel::BelSink) -> Result<Self, LoadError> {
+        const PAGE: usize = 10_000;
+        let mut state = Self::new();
+        loop {
+            let page = bel
+                .read(state.last_seq, &crate::bel::EventFilter::all(), PAGE)
+                .await?;
+            for e in &page {
+                state.apply(e)?;
+            }
+            if page.len() < PAGE {
+                return Ok(state);
+            }
+        }
     }
 
     /// A build request by id.

@@ -3,6 +3,7 @@
 //! request can take.
 
 mod cancel;
+mod catalog;
 mod missing_deps;
 mod paths;
 mod scheduling;

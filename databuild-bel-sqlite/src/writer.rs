@@ -1,0 +1,241 @@
+//! The writer thread: owns the write connection and commits queued appends
+//! in groups.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use databuild_core::bel::{HeadWatch, SeqRange};
+use databuild_core::{BelError, BuildEvent};
+use prost::Message;
+use rusqlite::{Connection, ErrorCode, params};
+use tokio::sync::oneshot;
+
+/// Most requests one transaction takes.
+const MAX_GROUP: usize = 4096;
+
+/// Work for the writer thread.
+pub(crate) enum Request {
+    Append {
+        batch: Vec<BuildEvent>,
+        reply: oneshot::Sender<Result<SeqRange, BelError>>,
+    },
+    PutBlob {
+        digest: String,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<(), BelError>>,
+    },
+}
+
+/// The writer thread's handle. Dropping it lets the thread finish what is
+/// queued, then waits for it, so the store's lock is free when the drop
+/// returns.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread. `lock` (the held sidecar lock) lives as long as
+    /// the thread; `head` is the last stored seq.
+    pub(crate) fn start(
+        conn: Connection,
+        path: PathBuf,
+        lock: File,
+        head: HeadWatch,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let next = head.get() + 1;
+        let thread = std::thread::Builder::new()
+            .name("databuild-bel-sqlite".into())
+            .spawn(move || {
+                let _lock = lock;
+                run(conn, &path, &head, next, &rx);
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a request.
+    pub(crate) fn send(&self, request: Request) -> Result<(), BelError> {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(request).ok())
+            .ok_or(BelError::Closed)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the SQLite BEL writer thread panicked");
+        }
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    path: &Path,
+    head: &HeadWatch,
+    mut next: u64,
+    rx: &mpsc::Receiver<Request>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        next = commit(&mut conn, path, head, next, group);
+    }
+}
+
+/// What to answer once the transaction is decided.
+enum Answer {
+    Append(oneshot::Sender<Result<SeqRange, BelError>>, SeqRange),
+    Blob(oneshot::Sender<Result<(), BelError>>),
+}
+
+/// Commits a group of requests in one transaction; returns the next seq.
+fn commit(
+    conn: &mut Connection,
+    path: &Path,
+    head: &HeadWatch,
+    next: u64,
+    group: Vec<Request>,
+) -> u64 {
+    let mut answers = Vec::with_capacity(group.len());
+    let mut seq = next;
+    let mut pending: std::collections::VecDeque<Request> = group.into();
+    let result = (|| -> rusqlite::Result<()> {
+        let txn = conn.transaction()?;
+        {
+            let mut insert = txn.prepare_cached(
+                "INSERT INTO events (seq, timestamp_ns, build_request_id, job_run_id, kind, event) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut blob =
+                txn.prepare_cached("INSERT OR IGNORE INTO blobs (digest, bytes) VALUES (?1, ?2)")?;
+            let mut buf = Vec::with_capacity(512);
+            while let Some(request) = pending.pop_front() {
+                match request {
+                    Request::Append { mut batch, reply } => {
+                        if batch.is_empty() {
+                            let _ = reply.send(Err(BelError::EmptyBatch));
+                            continue;
+                        }
+                        // Answered whatever happens below, once the
+                        // transaction is decided.
+                        answers.push(Answer::Append(
+                            reply,
+                            SeqRange {
+                                first: seq,
+                                last: seq + batch.len() as u64 - 1,
+                            },
+                        ));
+                        for e in &mut batch {
+                            e.seq = seq;
+                            buf.clear();
+                            e.encode(&mut buf)
+                                .unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
+                            insert.execute(params![
+                                seq as i64,
+                                e.timestamp_ns,
+                                e.build_request_id,
+                                e.job_run_id,
+                                e.kind(),
+                                buf,
+                            ])?;
+                            seq += 1;
+                        }
+                    }
+                    Request::PutBlob {
+                        digest,
+                        bytes,
+                        reply,
+                    } => {
+                        answers.push(Answer::Blob(reply));
+                        blob.execute(params![digest, bytes])?;
+                    }
+                }
+            }
+        }
+        txn.commit()
+    })();
+    match result {
+        Ok(()) => {
+            if seq > next {
+                head.advance(seq - 1);
+            }
+            for a in answers {
+                match a {
+                    Answer::Append(reply, range) => {
+                        let _ = reply.send(Ok(range));
+                    }
+                    Answer::Blob(reply) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            seq
+        }
+        Err(e) => {
+            // The transaction rolled back: nothing of the group is stored.
+            let code = e.sqlite_error_code();
+            let message = e.to_string();
+            tracing::error!(path = %path.display(), error = %message, "a BEL commit failed");
+            for request in pending {
+                let err = failure(path, code, &message);
+                match request {
+                    Request::Append { reply, .. } => {
+                        let _ = reply.send(Err(err));
+                    }
+                    Request::PutBlob { reply, .. } => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            for a in answers {
+                let err = failure(path, code, &message);
+                match a {
+                    Answer::Append(reply, _) => {
+                        let _ = reply.send(Err(err));
+                    }
+                    Answer::Blob(reply) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            next
+        }
+    }
+}
+
+/// The error each request of a failed group gets.
+fn failure(path: &Path, code: Option<ErrorCode>, message: &str) -> BelError {
+    match code {
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::ReadOnly) => {
+            BelError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(message.to_owned()),
+            }
+        }
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => BelError::Unreadable {
+            path: path.to_path_buf(),
+            reason: message.to_owned(),
+        },
+        _ => BelError::Backend {
+            backend: "sqlite",
+            source: message.to_owned().into(),
+        },
+    }
+}
