@@ -83,6 +83,10 @@ pub(crate) fn prepare(conn: &Connection, path: &Path, writer: bool) -> Result<()
         .map_err(err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(err)?;
+    // Checkpoints (the only fsyncs) run on a timer in a thread of their own,
+    // not in the middle of a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(err)?;
     if version == 0 {
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))

@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use crate::schema::{error, prepare};
-use crate::writer::{Request, Writer};
+use crate::writer::{Encoded, Request, Writer};
 
 /// How often a read-only handle's subscriptions look for new events.
 const POLL: Duration = Duration::from_millis(200);
@@ -56,7 +56,9 @@ impl SqliteBel {
         let conn = Connection::open(&path).map_err(|e| error(&path, e))?;
         prepare(&conn, &path, true)?;
         let head = HeadWatch::new(stored_head(&conn, &path)?);
-        let writer = Writer::start(conn, path.clone(), lock, head.clone()).map_err(io)?;
+        let checkpoints = Connection::open(&path).map_err(|e| error(&path, e))?;
+        let writer =
+            Writer::start(conn, checkpoints, path.clone(), lock, head.clone()).map_err(io)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 path,
@@ -212,19 +214,18 @@ impl Shared {
             args.push((limit.min(i64::MAX as usize) as i64).into());
             let events = {
                 let mut stmt = txn.prepare_cached(&sql).map_err(err)?;
-                let rows = stmt
-                    .query_map(rusqlite::params_from_iter(args), |row| {
-                        Ok((row.get::<_, i64>(0)?, row.get_ref(1)?.as_blob()?.to_vec()))
-                    })
-                    .map_err(err)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(args)).map_err(err)?;
                 let mut events = Vec::new();
-                for row in rows {
-                    let (seq, bytes) = row.map_err(err)?;
-                    let event =
-                        BuildEvent::decode(bytes.as_slice()).map_err(|e| BelError::Unreadable {
-                            path: path.clone(),
-                            reason: format!("event seq {seq} does not decode: {e}"),
-                        })?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    // Decoded straight from SQLite's buffer, no copy.
+                    let bytes = row.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(err)?;
+                    let event = BuildEvent::decode(bytes).map_err(|e| BelError::Unreadable {
+                        path: path.clone(),
+                        reason: format!(
+                            "event seq {} does not decode: {e}",
+                            row.get::<_, i64>(0).unwrap_or_default()
+                        ),
+                    })?;
                     events.push(event);
                 }
                 events
@@ -278,8 +279,10 @@ impl BelSink for SqliteBel {
         if batch.is_empty() {
             return Err(BelError::EmptyBatch);
         }
+        let writer = self.writer()?;
+        let batch = batch.into_iter().map(Encoded::new).collect();
         let (reply, answer) = oneshot::channel();
-        self.writer()?.send(Request::Append { batch, reply })?;
+        writer.send(Request::Append { batch, reply })?;
         answer.await.map_err(|_| BelError::Closed)?
     }
 

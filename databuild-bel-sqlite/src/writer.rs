@@ -15,10 +15,49 @@ use tokio::sync::oneshot;
 /// Most requests one transaction takes.
 const MAX_GROUP: usize = 4096;
 
+/// One event, encoded by the appender (so encoding runs on the callers'
+/// threads, not the writer's), with the columns reads filter on.
+pub(crate) struct Encoded {
+    pub(crate) timestamp_ns: i64,
+    pub(crate) build_request_id: String,
+    pub(crate) job_run_id: String,
+    pub(crate) kind: &'static str,
+    /// The envelope with `seq` 0; the stored form is this with the seq
+    /// field (1) appended, see [`with_seq`].
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl Encoded {
+    pub(crate) fn new(e: BuildEvent) -> Self {
+        let kind = e.kind();
+        let mut e = e;
+        e.seq = 0;
+        let mut bytes = Vec::with_capacity(e.encoded_len() + 11);
+        e.encode(&mut bytes)
+            .unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
+        Self {
+            timestamp_ns: e.timestamp_ns,
+            build_request_id: std::mem::take(&mut e.build_request_id),
+            job_run_id: std::mem::take(&mut e.job_run_id),
+            kind,
+            bytes,
+        }
+    }
+}
+
+/// The stored bytes of an event: protobuf lets a field appear anywhere, so
+/// the seq (field 1, varint) is appended to the encoding made without it.
+fn with_seq(bytes: &mut Vec<u8>, seq: u64) -> usize {
+    let len = bytes.len();
+    bytes.push(0x08);
+    prost::encoding::encode_varint(seq, bytes);
+    len
+}
+
 /// Work for the writer thread.
 pub(crate) enum Request {
     Append {
-        batch: Vec<BuildEvent>,
+        batch: Vec<Encoded>,
         reply: oneshot::Sender<Result<SeqRange, BelError>>,
     },
     PutBlob {
@@ -35,17 +74,38 @@ pub(crate) enum Request {
 pub(crate) struct Writer {
     tx: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
+    /// Dropped to stop the checkpoint thread.
+    stop_checkpoints: Option<mpsc::Sender<()>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
+
+/// How often the write-ahead log is checkpointed into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Writer {
     /// Starts the thread. `lock` (the held sidecar lock) lives as long as
     /// the thread; `head` is the last stored seq.
     pub(crate) fn start(
         conn: Connection,
+        checkpoints: Connection,
         path: PathBuf,
         lock: File,
         head: HeadWatch,
     ) -> std::io::Result<Self> {
+        let (stop_checkpoints, stop) = mpsc::channel::<()>();
+        let checkpoint_path = path.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("databuild-bel-ckpt".into())
+            .spawn(move || {
+                // A timed PASSIVE checkpoint: copies what no reader still
+                // needs, never waits for readers, and fsyncs off the
+                // writer's path.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+                    if let Err(e) = checkpoints.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(path = %checkpoint_path.display(), error = %e, "a BEL checkpoint failed");
+                    }
+                }
+            })?;
         let (tx, rx) = mpsc::channel();
         let next = head.get() + 1;
         let thread = std::thread::Builder::new()
@@ -57,6 +117,8 @@ impl Writer {
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
+            stop_checkpoints: Some(stop_checkpoints),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -72,10 +134,14 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.tx = None;
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
+        self.stop_checkpoints = None;
+        for thread in [self.thread.take(), self.checkpointer.take()]
+            .into_iter()
+            .flatten()
         {
-            tracing::error!("the SQLite BEL writer thread panicked");
+            if thread.join().is_err() {
+                tracing::error!("a SQLite BEL thread panicked");
+            }
         }
     }
 }
@@ -125,7 +191,6 @@ fn commit(
             )?;
             let mut blob =
                 txn.prepare_cached("INSERT OR IGNORE INTO blobs (digest, bytes) VALUES (?1, ?2)")?;
-            let mut buf = Vec::with_capacity(512);
             while let Some(request) = pending.pop_front() {
                 match request {
                     Request::Append { mut batch, reply } => {
@@ -143,18 +208,17 @@ fn commit(
                             },
                         ));
                         for e in &mut batch {
-                            e.seq = seq;
-                            buf.clear();
-                            e.encode(&mut buf)
-                                .unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
-                            insert.execute(params![
+                            let len = with_seq(&mut e.bytes, seq);
+                            let inserted = insert.execute(params![
                                 seq as i64,
                                 e.timestamp_ns,
                                 e.build_request_id,
                                 e.job_run_id,
-                                e.kind(),
-                                buf,
-                            ])?;
+                                e.kind,
+                                e.bytes,
+                            ]);
+                            e.bytes.truncate(len);
+                            inserted?;
                             seq += 1;
                         }
                     }

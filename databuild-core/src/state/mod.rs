@@ -156,9 +156,9 @@ pub struct CatalogEntry {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BuildState {
     last_seq: u64,
-    runs: HashMap<String, JobRun>,
+    runs: HashMap<String, JobRun, foldhash::fast::RandomState>,
     requests: BTreeMap<String, BuildRequest>,
-    catalog: HashMap<PartitionRef, CatalogEntry>,
+    catalog: HashMap<PartitionRef, CatalogEntry, foldhash::fast::RandomState>,
 }
 
 impl BuildState {
@@ -205,17 +205,26 @@ impl BuildState {
     /// log is never held whole).
     pub async fn load(bel: &dyn crate::bel::BelSink) -> Result<Self, LoadError> {
         const PAGE: usize = 10_000;
+        let all = crate::bel::EventFilter::all();
         let mut state = Self::new();
+        let mut page = bel.read(0, &all, PAGE).await?;
         loop {
-            let page = bel
-                .read(state.last_seq, &crate::bel::EventFilter::all(), PAGE)
-                .await?;
-            for e in &page {
-                state.apply(e)?;
-            }
-            if page.len() < PAGE {
+            let full = page.len() == PAGE;
+            let next_since = page.last().map_or(0, |e| e.seq);
+            // Read the next page while this one is applied.
+            let apply = async {
+                for e in page {
+                    state.apply_owned(e)?;
+                }
+                Ok::<(), LoadError>(())
+            };
+            if !full {
+                apply.await?;
                 return Ok(state);
             }
+            let (next, applied) = futures::join!(bel.read(next_since, &all, PAGE), apply);
+            applied?;
+            page = next?;
         }
     }
 
@@ -227,6 +236,23 @@ impl BuildState {
     /// A partition's catalog entry.
     pub fn partition(&self, partition: &PartitionRef) -> Option<&CatalogEntry> {
         self.catalog.get(partition)
+    }
+
+    /// [`apply`](Self::apply), taking the event: a queued run keeps the
+    /// event's task instead of a copy (replaying a long log).
+    pub fn apply_owned(&mut self, mut e: BuildEvent) -> Result<(), Violation> {
+        let task = match &mut e.event {
+            Some(Event::JobRunQueued(q)) if e.seq > self.last_seq => q.task.take(),
+            _ => None,
+        };
+        match (task, &e.event) {
+            (Some(task), Some(Event::JobRunQueued(q))) => {
+                self.queue(&e, q, Some(task))?;
+                self.last_seq = e.seq;
+                Ok(())
+            }
+            _ => self.apply(&e),
+        }
     }
 
     /// Applies one event. On a violation the state is unchanged.
@@ -282,7 +308,7 @@ impl BuildState {
         use RunState as S;
         let next = |allowed: &[S], to: S| (allowed.to_vec(), to);
         let (allowed, to) = match event {
-            Event::JobRunQueued(q) => return self.queue(e, q),
+            Event::JobRunQueued(q) => return self.queue(e, q, None),
             Event::JobScheduled(s) => {
                 return self.transition(e, &s.job_run_id, &[S::Queued], S::Scheduled);
             }
@@ -380,7 +406,14 @@ impl BuildState {
         self.transition(e, &e.job_run_id, &allowed, to)
     }
 
-    fn queue(&mut self, e: &BuildEvent, q: &proto::JobRunQueued) -> Result<(), Violation> {
+    /// A queued run; `task` is the event's task when the caller took it out
+    /// (else it is copied from the event).
+    fn queue(
+        &mut self,
+        e: &BuildEvent,
+        q: &proto::JobRunQueued,
+        task: Option<proto::Task>,
+    ) -> Result<(), Violation> {
         if e.job_run_id.is_empty() {
             return Err(Violation::new(e, "a queued run needs a job_run_id"));
         }
@@ -390,9 +423,8 @@ impl BuildState {
                 format!("job run {} is queued twice", e.job_run_id),
             ));
         }
-        let task = q
-            .task
-            .clone()
+        let task = task
+            .or_else(|| q.task.clone())
             .ok_or_else(|| Violation::new(e, "a queued run needs its task"))?;
         self.runs.insert(
             e.job_run_id.clone(),
