@@ -14,6 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&descriptor_path, &descriptor_bytes)?;
 
     prost_build::Config::new()
+        // Events are moved and stored by the million: the big payloads
+        // (a task with its configuration) live behind a box, so an event is
+        // small wherever it is copied.
+        .boxed(".databuild.v1.JobRunQueued.task")
+        .boxed(".databuild.v1.JobRunSucceeded.manifest")
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_fds(descriptors)?;

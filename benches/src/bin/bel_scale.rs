@@ -42,7 +42,7 @@ fn run_events(request: &str, n: u64) -> Vec<BuildEvent> {
     };
     vec![
         ev(Event::JobRunQueued(proto::JobRunQueued {
-            task: Some(task.clone()),
+            task: Some(Box::new(task.clone())),
             attempt: 1,
             previous_job_run_id: String::new(),
         })),
@@ -59,11 +59,11 @@ fn run_events(request: &str, n: u64) -> Vec<BuildEvent> {
         })),
         ev(Event::JobRunTaskSucceeded(proto::JobRunTaskSucceeded {})),
         ev(Event::JobRunSucceeded(proto::JobRunSucceeded {
-            manifest: Some(proto::PartitionManifest {
+            manifest: Some(Box::new(proto::PartitionManifest {
                 outputs: vec![out.to_proto()],
                 task: Some(task),
                 ..Default::default()
-            }),
+            })),
         })),
         ev(status(PartitionStatus::Available)),
     ]

@@ -384,7 +384,7 @@ impl<'a> Execution<'a> {
         events.push(self.event(
             &run,
             Event::JobRunQueued(proto::JobRunQueued {
-                task: Some(self.plan.task(task).to_proto()),
+                task: Some(Box::new(self.plan.task(task).to_proto())),
                 attempt: t.attempt,
                 previous_job_run_id: t.previous.clone().unwrap_or_default(),
             }),
@@ -671,11 +671,11 @@ impl<'a> Execution<'a> {
                     self.event(
                         run,
                         Event::JobRunSucceeded(proto::JobRunSucceeded {
-                            manifest: Some(proto::PartitionManifest {
+                            manifest: Some(Box::new(proto::PartitionManifest {
                                 outputs: outputs.iter().map(PartitionRef::to_proto).collect(),
                                 task: Some(self.plan.task(task).to_proto()),
                                 ..Default::default()
-                            }),
+                            })),
                         }),
                     ),
                 ];

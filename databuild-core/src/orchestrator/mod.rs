@@ -419,21 +419,23 @@ impl Inner {
 
     /// Applies events to the build state (refusing what the diagrams do not
     /// allow), then appends them as one batch.
-    pub(crate) async fn commit(&self, mut events: Vec<BuildEvent>) -> Result<(), BuildError> {
+    pub(crate) async fn commit(&self, events: Vec<BuildEvent>) -> Result<(), BuildError> {
         if events.is_empty() {
             return Ok(());
         }
         // One commit at a time, so the state sees events in seq order.
         let _turn = self.commit_lock.lock().await;
-        self.lock_state()
-            .check_batch(&events)
+        // The batch is checked and applied apart (work in proportion to the
+        // batch), stored, then merged: the state only ever holds what the
+        // log holds.
+        let overlay = self
+            .lock_state()
+            .overlay(&events)
             .map_err(BuildError::Violation)?;
-        let range = self.bel.append(events.clone()).await?;
-        let mut state = self.lock_state();
-        for (i, e) in events.iter_mut().enumerate() {
-            e.seq = range.first + i as u64;
-            state.apply(e).map_err(BuildError::Violation)?;
-        }
+        let statuses = BuildState::status_positions(&events);
+        let range = self.bel.append(events).await?;
+        self.lock_state()
+            .merge(overlay, &statuses, range.first, range.last);
         Ok(())
     }
 

@@ -91,7 +91,7 @@ pub struct JobRun {
     /// Its id.
     pub job_run_id: String,
     /// The task it runs.
-    pub task: proto::Task,
+    pub task: std::sync::Arc<proto::Task>,
     /// Attempt number, from 1.
     pub attempt: u32,
     /// The run it retries or reruns.
@@ -247,7 +247,7 @@ impl BuildState {
         };
         match (task, &e.event) {
             (Some(task), Some(Event::JobRunQueued(q))) => {
-                self.queue(&e, q, Some(task))?;
+                self.queue(&e, q, Some(*task))?;
                 self.last_seq = e.seq;
                 Ok(())
             }
@@ -276,6 +276,59 @@ impl BuildState {
     /// Checks that `events` may be applied, in order, without changing the
     /// state: the work is proportional to the batch, not to the state.
     pub fn check_batch(&self, events: &[BuildEvent]) -> Result<(), Violation> {
+        self.overlay(events).map(|_| ())
+    }
+
+    /// Applies a batch checked with [`overlay`](Self::overlay) and then
+    /// stored at seqs `first..=last`: what the overlay computed replaces the
+    /// state's entries, and the catalog entries the batch changed take the
+    /// seqs of their events (`statuses`: index in the batch, partition; see
+    /// [`status_positions`](Self::status_positions)).
+    pub(crate) fn merge(
+        &mut self,
+        overlay: BuildState,
+        statuses: &[(usize, PartitionRef)],
+        first: u64,
+        last: u64,
+    ) {
+        let BuildState {
+            runs,
+            requests,
+            mut catalog,
+            ..
+        } = overlay;
+        self.runs.extend(runs);
+        self.requests.extend(requests);
+        // The overlay holds each partition's last status in the batch: it
+        // takes the seq of the partition's last event.
+        for (i, r) in statuses.iter().rev() {
+            if let Some(mut entry) = catalog.remove(r) {
+                entry.seq = first + *i as u64;
+                self.catalog.insert(r.clone(), entry);
+            }
+        }
+        self.last_seq = self.last_seq.max(last);
+    }
+
+    /// The partitions whose status `events` change, with each event's index.
+    pub(crate) fn status_positions(events: &[BuildEvent]) -> Vec<(usize, PartitionRef)> {
+        events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match &e.event {
+                Some(Event::PartitionStatusChanged(p)) => p
+                    .partition
+                    .as_ref()
+                    .and_then(|r| PartitionRef::try_from(r).ok())
+                    .map(|r| (i, r)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The state of the runs and requests `events` touch after applying
+    /// them, computed apart from the state (see [`merge`](Self::merge)).
+    pub(crate) fn overlay(&self, events: &[BuildEvent]) -> Result<BuildState, Violation> {
         let mut overlay = BuildState {
             last_seq: self.last_seq,
             ..BuildState::default()
@@ -301,7 +354,7 @@ impl BuildState {
             }
             overlay.apply(e)?;
         }
-        Ok(())
+        Ok(overlay)
     }
 
     fn apply_event(&mut self, e: &BuildEvent, event: &Event) -> Result<(), Violation> {
@@ -424,13 +477,13 @@ impl BuildState {
             ));
         }
         let task = task
-            .or_else(|| q.task.clone())
+            .or_else(|| q.task.as_deref().cloned())
             .ok_or_else(|| Violation::new(e, "a queued run needs its task"))?;
         self.runs.insert(
             e.job_run_id.clone(),
             JobRun {
                 job_run_id: e.job_run_id.clone(),
-                task,
+                task: std::sync::Arc::new(task),
                 attempt: q.attempt.max(1),
                 previous_job_run_id: (!q.previous_job_run_id.is_empty())
                     .then(|| q.previous_job_run_id.clone()),

@@ -23,7 +23,7 @@ fn r(s: &str) -> proto::PartitionRef {
 
 fn queued(attempt: u32, previous: &str) -> Event {
     Event::JobRunQueued(proto::JobRunQueued {
-        task: Some(proto::Task::default()),
+        task: Some(Box::default()),
         attempt,
         previous_job_run_id: previous.into(),
     })

@@ -202,7 +202,7 @@ pub async fn events_round_trip_exactly(h: &dyn SinkHarness) {
     let mut rich = BuildEvent::at(
         -1,
         Event::JobRunSucceeded(proto::JobRunSucceeded {
-            manifest: Some(proto::PartitionManifest {
+            manifest: Some(Box::new(proto::PartitionManifest {
                 outputs: vec![r("a/1"), r("ü/\"quoted\"\\")],
                 inputs: vec![],
                 start_time_ns: i64::MIN,
@@ -231,7 +231,7 @@ pub async fn events_round_trip_exactly(h: &dyn SinkHarness) {
                     version: "v".into(),
                     extra: Default::default(),
                 }],
-            }),
+            })),
         }),
     )
     .for_request("req")
