@@ -6,6 +6,7 @@ mod cancel;
 mod catalog;
 mod missing_deps;
 mod paths;
+mod replay;
 mod scheduling;
 
 use std::sync::Arc;
