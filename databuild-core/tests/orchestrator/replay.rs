@@ -94,9 +94,7 @@ async fn scenario(width: usize, depth: usize, keep_going: bool, steps: Vec<Step>
     snapshots.push(rig.o.state());
     let events = rig.log().await;
     for snapshot in snapshots {
-        let prefix = events
-            .iter()
-            .take_while(|e| e.seq <= snapshot.last_seq());
+        let prefix = events.iter().take_while(|e| e.seq <= snapshot.last_seq());
         let replayed = BuildState::replay(prefix).unwrap();
         assert_eq!(
             replayed,

@@ -1,0 +1,252 @@
+//! The main example: a daily-partitioned pipeline built end to end on the
+//! embedded defaults, the local executor and the SQLite BEL.
+//!
+//! Four jobs in the DataBuild job protocol (this very program, run as
+//! `pipeline job <name> config|exec ...`):
+//!
+//! - `raw/date=D`: the day's events, generated deterministically;
+//! - `clean/date=D`: the day's valid events (bad rows dropped);
+//! - `daily/date=D`: event counts per kind for the day;
+//! - `weekly/week_end=D`: the seven days' counts summed, in the currency of
+//!   `rates/year=Y`, an input the weekly job only discovers when it runs
+//!   (it prints the `__DATABUILD_ERROR__` missing-deps line, databuild builds
+//!   the rates, then runs the weekly job again).
+//!
+//! Run: `cargo run -p databuild-examples --example pipeline [-- <ref>...]`
+//! (default `weekly/week_end=2024-01-07`). Everything goes under
+//! `./.databuild` (or `$DATABUILD_HOME`): the data, the BEL
+//! (`bel.sqlite`) and each run's log. Run it twice: the second time,
+//! nothing is rebuilt.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use databuild_bel_sqlite::SqliteBel;
+use databuild_core::{Graph, Orchestrator, PartitionRef, ProcessJob};
+use databuild_executor_local::{LocalConfig, LocalExecutor};
+use serde_json::{Value, json};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const JOBS: [(&str, &str); 5] = [
+    ("raw", r"raw/date=\d{4}-\d{2}-\d{2}"),
+    ("clean", r"clean/date=\d{4}-\d{2}-\d{2}"),
+    ("daily", r"daily/date=\d{4}-\d{2}-\d{2}"),
+    ("weekly", r"weekly/week_end=\d{4}-\d{2}-\d{2}"),
+    ("rates", r"rates/year=\d{4}"),
+];
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("job") {
+        return job(&args[1..]);
+    }
+    let home =
+        PathBuf::from(std::env::var("DATABUILD_HOME").unwrap_or_else(|_| ".databuild".into()));
+    let mut requested = args
+        .iter()
+        .map(PartitionRef::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    if requested.is_empty() {
+        requested.push(PartitionRef::new("weekly/week_end=2024-01-07")?);
+    }
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let mut graph = Graph::builder();
+    for (name, pattern) in JOBS {
+        graph = graph.job(
+            ProcessJob::builder(
+                format!("//pipeline:{name}"),
+                vec![exe.clone(), "job".into(), name.into()],
+            )
+            .pattern(pattern)
+            .env("PIPELINE_DATA", home.join("data").to_string_lossy())
+            .build()?,
+        );
+    }
+    let orchestrator = Orchestrator::builder()
+        .graph(graph.build()?)
+        .bel(Arc::new(SqliteBel::open(home.join("bel.sqlite"))?))
+        .executor(Arc::new(LocalExecutor::new(LocalConfig::new(&home))))
+        .state_dir(&home)
+        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(orchestrator.build(&requested))?;
+    println!("build request {}", outcome.build_request_id);
+    println!(
+        "built {} partitions, {} already available",
+        outcome.built.len(),
+        outcome.skipped.len()
+    );
+    for p in &outcome.built {
+        println!("  built   {p}");
+    }
+    for n in &outcome.not_built {
+        println!("  FAILED  {}: {}", n.partition, n.reason);
+    }
+    for r in &requested {
+        let file = home.join("data").join(r.as_str()).join("part.json");
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            println!("{r}: {text}");
+        }
+    }
+    println!(
+        "the build's events are in {}, each run's log under {}",
+        home.join("bel.sqlite").display(),
+        home.join("logs").display()
+    );
+    if outcome.succeeded() {
+        Ok(())
+    } else {
+        Err("the build failed".into())
+    }
+}
+
+/// The job side of the protocol: `job <name> config <ref>...` or
+/// `job <name> exec`.
+fn job(args: &[String]) -> Result<(), Error> {
+    let (name, verb) = (args[0].as_str(), args.get(1).map(String::as_str));
+    match verb {
+        Some("config") => {
+            let configs: Vec<Value> = args[2..]
+                .iter()
+                .map(|r| config(name, r))
+                .collect::<Result<_, _>>()?;
+            println!("{}", json!({ "configs": configs }));
+            Ok(())
+        }
+        Some("exec") => exec(name),
+        _ => Err(format!("usage: job {name} config|exec").into()),
+    }
+}
+
+/// One output's config: its inputs.
+fn config(name: &str, out: &str) -> Result<Value, Error> {
+    let value = out.rsplit('=').next().ok_or("no value in ref")?;
+    let inputs: Vec<String> = match name {
+        "clean" => vec![format!("raw/date={value}")],
+        "daily" => vec![format!("clean/date={value}")],
+        "weekly" => week(value)?
+            .iter()
+            .map(|d| format!("daily/date={d}"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let inputs: Vec<Value> = inputs
+        .iter()
+        .map(|i| json!({"dep_type_code": 1, "dep_type_name": "materialize", "partition_ref": {"str": i}}))
+        .collect();
+    Ok(json!({"outputs": [{"str": out}], "inputs": inputs, "args": [], "env": {}}))
+}
+
+/// The seven dates ending at `end` (within one month, enough here).
+fn week(end: &str) -> Result<Vec<String>, Error> {
+    let day: u32 = end.get(8..10).ok_or("bad date")?.parse()?;
+    if day < 7 {
+        return Err(format!("week ending {end} leaves its month").into());
+    }
+    Ok((day - 6..=day)
+        .map(|d| format!("{}{d:02}", &end[..8]))
+        .collect())
+}
+
+fn exec(name: &str) -> Result<(), Error> {
+    let data = PathBuf::from(std::env::var("PIPELINE_DATA")?);
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(std::env::var(
+        "DATABUILD_CONFIG_FILE",
+    )?)?)?;
+    let out = config["outputs"][0]["str"]
+        .as_str()
+        .ok_or("no output")?
+        .to_owned();
+    let inputs: Vec<String> = config["inputs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["partition_ref"]["str"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let read = |r: &str| -> Result<Value, Error> {
+        Ok(serde_json::from_str(&std::fs::read_to_string(
+            data.join(r).join("part.json"),
+        )?)?)
+    };
+    let value = out.rsplit('=').next().unwrap_or_default();
+    let result: Value = match name {
+        "raw" => json!(generate(value)),
+        "clean" => json!(
+            read(&inputs[0])?
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["user"].as_u64().is_some() && e["kind"].as_str() != Some(""))
+                .cloned()
+                .collect::<Vec<_>>()
+        ),
+        "daily" => {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            for e in read(&inputs[0])?.as_array().into_iter().flatten() {
+                *counts
+                    .entry(e["kind"].as_str().unwrap_or("?").into())
+                    .or_default() += 1;
+            }
+            json!(counts)
+        }
+        "rates" => json!({"currency": "EUR", "per_event": 0.25}),
+        "weekly" => {
+            // Discovered at run time: the year's rates.
+            let rates = format!("rates/year={}", &value[..4]);
+            if !inputs.contains(&rates) {
+                println!(
+                    "__DATABUILD_ERROR__::{}",
+                    json!({"missing_deps": [{"impacted": [out], "missing": [rates]}]})
+                );
+                return Ok(());
+            }
+            let per_event = read(&rates)?["per_event"].as_f64().unwrap_or(0.0);
+            let mut total = 0u64;
+            for d in inputs.iter().filter(|i| i.starts_with("daily/")) {
+                total += read(d)?
+                    .as_object()
+                    .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
+            }
+            json!({"events": total, "cost_eur": total as f64 * per_event})
+        }
+        other => return Err(format!("unknown job {other}").into()),
+    };
+    write_atomically(&data.join(&out), &result)?;
+    eprintln!("{name}: wrote {out}");
+    Ok(())
+}
+
+/// A day's raw events: deterministic in the date, a few of them bad.
+fn generate(date: &str) -> Vec<Value> {
+    let mut seed = date
+        .bytes()
+        .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let kinds = ["view", "click", "purchase"];
+    (0..50 + seed % 50)
+        .map(|i| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            if seed % 23 == 0 {
+                json!({"id": i, "user": null, "kind": ""})
+            } else {
+                json!({"id": i, "user": seed % 1000, "kind": kinds[(seed >> 33) as usize % 3]})
+            }
+        })
+        .collect()
+}
+
+/// A partition is written aside, then renamed into place: a rerun after a
+/// lost run never leaves half a partition.
+fn write_atomically(dir: &Path, value: &Value) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".part.json.{}", std::process::id()));
+    std::fs::write(&tmp, value.to_string())?;
+    std::fs::rename(&tmp, dir.join("part.json"))?;
+    Ok(())
+}
