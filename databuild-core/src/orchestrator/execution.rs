@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::stream::{BoxStream, SelectAll};
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, FuturesUnordered, SelectAll};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::run::{Build, Route, Routed, backoff, status_events};
 use super::slots::Grant;
-use super::{BuildError, BuildOutcome, NotBuilt, Orchestrator};
+use super::{BuildError, BuildOutcome, NotBuilt, Orchestrator, TaskEnd};
 use crate::bel::{BuildEvent, Event};
 use crate::clock::sleep_until_some;
 use crate::executor::{
@@ -166,6 +167,19 @@ pub(super) struct Execution<'a> {
     /// Events that ride with the next commit (`RemainingJobs`).
     pending: Vec<BuildEvent>,
     scratch: Option<PathBuf>,
+    /// How this request's tasks end, for requests that wait on them.
+    published: HashMap<usize, Arc<watch::Sender<TaskEnd>>>,
+    /// Partitions another request is building, and this request's tasks
+    /// that wait for them.
+    external: HashMap<PartitionRef, Vec<TaskId>>,
+    /// The ends of those partitions' tasks.
+    waits: FuturesUnordered<BoxFuture<'static, (PartitionRef, TaskEnd)>>,
+    /// Runs of other requests this one attached to.
+    attached: Vec<String>,
+    /// Requested partitions another request was building.
+    delegated: Vec<PartitionRef>,
+    /// Those whose builder failed.
+    delegated_failed: Vec<NotBuilt>,
     /// Every launched run's updates, tagged with its id, polled in place
     /// (no task or channel per run between the executor and this loop).
     updates: SelectAll<BoxStream<'static, (Arc<str>, RunUpdate)>>,
@@ -224,6 +238,12 @@ impl<'a> Execution<'a> {
             pending: Vec::new(),
             scratch: None,
             updates: SelectAll::new(),
+            published: HashMap::new(),
+            external: HashMap::new(),
+            waits: FuturesUnordered::new(),
+            attached: Vec::new(),
+            delegated: Vec::new(),
+            delegated_failed: Vec::new(),
             control,
             released: build.inner.slots.subscribe(),
         }
@@ -270,6 +290,9 @@ impl<'a> Execution<'a> {
         // them (historical delegation, seed 001), with one job-skipped event
         // per run that made them.
         let mut events = self.historical_delegations();
+        // Partitions another live request is building are waited for, not
+        // built again (delegation, seed 001).
+        self.delegate_in_progress(&mut events);
         // Unschedulable tasks (keep-going only) fail first.
         for i in 0..self.tasks.len() {
             if let Err(why) = &self.tasks[i].route {
@@ -319,6 +342,11 @@ impl<'a> Execution<'a> {
                     None => self.control = None,
                 },
                 () = sleep_until_some(next) => self.on_timers().await?,
+                end = self.waits.next(), if !self.waits.is_empty() => {
+                    if let Some((partition, end)) = end {
+                        self.on_external_end(partition, end).await?;
+                    }
+                }
                 _ = self.released.changed(), if blocked => {}
             }
         }
@@ -367,7 +395,8 @@ impl<'a> Execution<'a> {
     }
 
     fn finished(&self) -> bool {
-        self.runs.is_empty()
+        self.waits.is_empty()
+            && self.runs.is_empty()
             && self.counts.backoff == 0
             && (self.counts.ready == 0 || self.ending.is_some())
     }
@@ -390,6 +419,7 @@ impl<'a> Execution<'a> {
             }),
         ));
         let pool = t.route.as_ref().map_or(0, |r| r.grant.pool);
+        self.publish(task);
         self.tasks[task.index()].run = Some(run);
         self.set_status(task, TaskStatus::Ready);
         self.queues[pool].push_back(task);
@@ -687,6 +717,7 @@ impl<'a> Execution<'a> {
                 ));
                 self.tasks[task.index()].run = None;
                 self.set_status(task, TaskStatus::Done);
+                self.end_task(task, TaskEnd::Built);
                 self.built.extend(outputs.iter().cloned());
                 let downstream: Vec<TaskId> = self.plan.downstream(task).map(|(t, _)| t).collect();
                 for d in downstream {
@@ -948,7 +979,175 @@ impl<'a> Execution<'a> {
 
     fn not_built(&mut self, task: TaskId, reason: String) {
         self.tasks[task.index()].run = None;
+        self.end_task(task, TaskEnd::Failed(reason.clone()));
         self.set_status(task, TaskStatus::NotBuilt(reason));
+    }
+
+    /// Makes a task's outputs known as being built by this request, so a
+    /// concurrent request that needs one waits for it instead of building it
+    /// again.
+    fn publish(&mut self, task: TaskId) {
+        if self.published.contains_key(&task.index()) {
+            return;
+        }
+        let end = Arc::new(watch::channel(TaskEnd::Pending).0);
+        let mut building = self.build.inner.building();
+        for o in &self.plan.task(task).config.outputs {
+            building.insert(o.clone(), Arc::clone(&end));
+        }
+        drop(building);
+        self.published.insert(task.index(), end);
+    }
+
+    /// Tells the requests waiting on a task how it ended.
+    fn end_task(&mut self, task: TaskId, end: TaskEnd) {
+        let Some(sender) = self.published.remove(&task.index()) else {
+            return;
+        };
+        let mut building = self.build.inner.building();
+        for o in &self.plan.task(task).config.outputs {
+            if building.get(o).is_some_and(|s| Arc::ptr_eq(s, &sender)) {
+                building.remove(o);
+            }
+        }
+        drop(building);
+        sender.send_replace(end);
+    }
+
+    /// For every partition the plan found being built by another live
+    /// request's run: `PartitionDelegated` and `JobRunAttached` events, and
+    /// a wait for that run's task, which the tasks reading the partition
+    /// count as one more input.
+    fn delegate_in_progress(&mut self, events: &mut Vec<BuildEvent>) {
+        let in_progress: Vec<(PartitionRef, String)> = self
+            .plan
+            .in_progress()
+            .iter()
+            .map(|p| (p.partition.clone(), p.job_run_id.clone()))
+            .collect();
+        if in_progress.is_empty() {
+            return;
+        }
+        let wanted: std::collections::HashSet<&PartitionRef> =
+            in_progress.iter().map(|(p, _)| p).collect();
+        let mut readers: HashMap<PartitionRef, Vec<TaskId>> = HashMap::new();
+        for (id, t) in self.plan.tasks() {
+            for input in t.config.materialized_inputs() {
+                if wanted.contains(input) {
+                    readers.entry(input.clone()).or_default().push(id);
+                }
+            }
+        }
+        let requested: std::collections::HashSet<&PartitionRef> =
+            self.plan.requested().iter().collect();
+        let mut attach: std::collections::BTreeMap<String, Vec<proto::PartitionRef>> =
+            std::collections::BTreeMap::new();
+        for (partition, run) in &in_progress {
+            let (to_request, live) = {
+                let state = self.build.inner.lock_state();
+                let r = state.run(run);
+                (
+                    r.map(|r| r.started_by.clone()).unwrap_or_default(),
+                    r.is_some_and(|r| !r.state.is_terminal()),
+                )
+            };
+            events.push(self.event(
+                "",
+                Event::PartitionDelegated(proto::PartitionDelegated {
+                    partition: Some(partition.to_proto()),
+                    to_build_request_id: to_request,
+                    to_job_run_id: run.clone(),
+                    historical: false,
+                }),
+            ));
+            if live {
+                attach
+                    .entry(run.clone())
+                    .or_default()
+                    .push(partition.to_proto());
+            }
+            let sender = self.build.inner.building().get(partition).cloned();
+            let mut rx = match sender {
+                Some(s) => s.subscribe(),
+                None => {
+                    let why = format!(
+                        "{partition} was being built by run {run}, which no live request of this orchestrator runs"
+                    );
+                    watch::channel(TaskEnd::Failed(why)).1
+                }
+            };
+            let p = partition.clone();
+            self.waits.push(Box::pin(async move {
+                let end = match rx.wait_for(|e| *e != TaskEnd::Pending).await {
+                    Ok(end) => end.clone(),
+                    Err(_) => TaskEnd::Failed("the request building it ended".into()),
+                };
+                (p, end)
+            }));
+            if requested.contains(partition) {
+                self.delegated.push(partition.clone());
+            }
+            let tasks = readers.remove(partition).unwrap_or_default();
+            for t in &tasks {
+                self.tasks[t.index()].waiting_on += 1;
+            }
+            self.external.insert(partition.clone(), tasks);
+        }
+        for (run, partitions) in attach {
+            events.push(self.event(
+                &run,
+                Event::JobRunAttached(proto::JobRunAttached { partitions }),
+            ));
+            self.attached.push(run);
+        }
+    }
+
+    /// A partition another request was building is built, or will not be.
+    async fn on_external_end(
+        &mut self,
+        partition: PartitionRef,
+        end: TaskEnd,
+    ) -> Result<(), BuildError> {
+        let tasks = self.external.remove(&partition).unwrap_or_default();
+        match end {
+            TaskEnd::Built | TaskEnd::Pending => {
+                let mut events = Vec::new();
+                for t in tasks {
+                    let state = &mut self.tasks[t.index()];
+                    state.waiting_on -= 1;
+                    if state.waiting_on == 0
+                        && state.status == TaskStatus::Waiting
+                        && self.ending.is_none()
+                    {
+                        self.queue(t, &mut events);
+                    }
+                }
+                self.commit(events).await
+            }
+            TaskEnd::Failed(why) => {
+                let reason = format!("input {partition}, built by another request, failed: {why}");
+                if self.delegated.contains(&partition) {
+                    self.failures.push(reason.clone());
+                    self.delegated.retain(|p| *p != partition);
+                    self.delegated_failed.push(NotBuilt {
+                        partition: partition.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                for t in tasks {
+                    if self.tasks[t.index()].status == TaskStatus::Waiting {
+                        self.task_failed(t, "", reason.clone(), false).await?;
+                    }
+                }
+                if self.failures.last() == Some(&reason)
+                    && !self.build.options.keep_going
+                    && self.ending.is_none()
+                {
+                    self.begin_ending(Ending::FailFast(reason)).await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// A task failed for good. With keep-going, what depends on it is not
@@ -1018,6 +1217,22 @@ impl<'a> Execution<'a> {
         };
         self.ending = Some(ending);
         let mut events = Vec::new();
+        // Nothing more is waited for from other requests.
+        self.waits = FuturesUnordered::new();
+        for (partition, tasks) in std::mem::take(&mut self.external) {
+            for t in tasks {
+                if self.tasks[t.index()].status == TaskStatus::Waiting {
+                    self.not_built(t, format!("not run: {reason}"));
+                }
+            }
+            if let Some(i) = self.delegated.iter().position(|p| *p == partition) {
+                self.delegated.remove(i);
+                self.delegated_failed.push(NotBuilt {
+                    partition,
+                    reason: format!("not waited for: {reason}"),
+                });
+            }
+        }
         // Queued runs end at once: nothing was started.
         let queued: Vec<TaskId> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
         for t in queued {
@@ -1052,6 +1267,32 @@ impl<'a> Execution<'a> {
             .map(|(id, _)| id.clone())
             .collect();
         running.sort();
+        // A run another live request waits on is not cancelled: this request
+        // detaches from it and keeps it until it ends, for the other one.
+        let shared: Vec<String> = {
+            let state = self.build.inner.lock_state();
+            let controls = self.build.inner.controls();
+            running
+                .iter()
+                .filter(|r| {
+                    state.run(r).is_some_and(|run| {
+                        run.waiters
+                            .iter()
+                            .any(|w| *w != self.build.id && controls.contains_key(w))
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        running.retain(|r| !shared.contains(r));
+        for r in &shared {
+            events.push(self.event(
+                r,
+                Event::JobRunDetached(proto::JobRunDetached {
+                    reason: format!("{reason}; another request still waits on the run"),
+                }),
+            ));
+        }
         // graph.build draws job failure -> job cancels -> build failed, so
         // fail-fast records the cancels even when nothing else runs.
         if !running.is_empty() || matches!(self.ending, Some(Ending::FailFast(_))) {
@@ -1305,8 +1546,38 @@ impl<'a> Execution<'a> {
     }
 
     async fn finish(mut self) -> Result<BuildOutcome, BuildError> {
+        // Tasks left unbuilt tell whoever waits on them; runs of other
+        // requests this one waited on are let go.
+        let open: Vec<usize> = self.published.keys().copied().collect();
+        for t in open {
+            self.end_task(
+                TaskId::new(t),
+                TaskEnd::Failed("the request building it ended first".into()),
+            );
+        }
+        let mut detach = Vec::new();
+        {
+            let state = self.build.inner.lock_state();
+            for run in &self.attached {
+                if state.run(run).is_some_and(|r| !r.state.is_terminal()) {
+                    detach.push(run.clone());
+                }
+            }
+        }
+        let detach: Vec<BuildEvent> = detach
+            .iter()
+            .map(|run| {
+                self.event(
+                    run,
+                    Event::JobRunDetached(proto::JobRunDetached {
+                        reason: "the request ended".into(),
+                    }),
+                )
+            })
+            .collect();
+        self.commit(detach).await?;
         let built = std::mem::take(&mut self.built);
-        let mut not_built = Vec::new();
+        let mut not_built = std::mem::take(&mut self.delegated_failed);
         let fallback = match &self.ending {
             Some(Ending::FailFast(f)) => format!("not run: {f}"),
             Some(Ending::Canceled { reason, .. }) => format!("not run: canceled: {reason}"),
@@ -1339,7 +1610,7 @@ impl<'a> Execution<'a> {
             _ if self.failures.is_empty() && not_built.is_empty() => {
                 Event::BuildSucceeded(proto::BuildSucceeded {
                     built: built.iter().map(PartitionRef::to_proto).collect(),
-                    delegated: Vec::new(),
+                    delegated: self.delegated.iter().map(PartitionRef::to_proto).collect(),
                     skipped: skipped.iter().map(PartitionRef::to_proto).collect(),
                 })
             }
@@ -1361,6 +1632,7 @@ impl<'a> Execution<'a> {
             build_request_id: self.build.id.clone(),
             built,
             skipped,
+            delegated: std::mem::take(&mut self.delegated),
             not_built,
             canceled,
         })

@@ -105,6 +105,9 @@ pub struct BuildOutcome {
     pub built: Vec<PartitionRef>,
     /// Partitions that were already available and not rebuilt.
     pub skipped: Vec<PartitionRef>,
+    /// Requested partitions another live request was building: this one
+    /// waited for that request's run instead of building them again.
+    pub delegated: Vec<PartitionRef>,
     /// Partitions of the plan that are not available, with the reason.
     pub not_built: Vec<NotBuilt>,
     /// Whether the request was cancelled.
@@ -142,6 +145,20 @@ pub(crate) struct Inner {
     pub(crate) controls: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
     /// Set once the state was rebuilt from the BEL.
     pub(crate) loaded: tokio::sync::OnceCell<()>,
+    /// Partitions a live request is building, and how their task ends: what
+    /// another request that needs one waits on (delegation).
+    pub(crate) building: Mutex<HashMap<PartitionRef, Arc<tokio::sync::watch::Sender<TaskEnd>>>>,
+}
+
+/// How a task that other requests may wait on ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TaskEnd {
+    /// Not yet.
+    Pending,
+    /// Its outputs are available.
+    Built,
+    /// It will not build them, and why.
+    Failed(String),
 }
 
 /// The catalog as the planner sees it.
@@ -445,6 +462,13 @@ impl Inner {
         self.controls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(crate) fn building(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PartitionRef, Arc<tokio::sync::watch::Sender<TaskEnd>>>>
+    {
+        self.building.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn lock_state(&self) -> std::sync::MutexGuard<'_, BuildState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -578,6 +602,7 @@ impl OrchestratorBuilder {
                 commit_lock: tokio::sync::Mutex::new(()),
                 controls: Mutex::default(),
                 loaded: tokio::sync::OnceCell::new(),
+                building: Mutex::default(),
             }),
         })
     }

@@ -4,6 +4,7 @@
 
 mod cancel;
 mod catalog;
+mod delegation;
 mod missing_deps;
 mod paths;
 mod replay;

@@ -1,0 +1,167 @@
+//! Delegation between concurrent requests on one orchestrator: a partition
+//! one request is building is not built again for another, which waits for
+//! it; waiters are counted, so a run is cancelled only when no live request
+//! waits on it.
+
+use databuild_core::proto::build_event::Event;
+use databuild_core::testkit::scripted::ScriptedExecutor;
+use databuild_core::{BuildOptions, Outcome};
+
+use super::*;
+
+fn delegations(events: &[BuildEvent]) -> Vec<(String, String, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::PartitionDelegated(d)) => Some((
+                d.partition.as_ref().unwrap().str.clone(),
+                d.to_job_run_id.clone(),
+                d.historical,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_input_is_built_once_for_two_requests() {
+    let rig = rig(
+        vec![job("a", &[]), job("b", &["a"]), job("c", &["a"])],
+        ScriptedExecutor::new(),
+    );
+    let first = rig.o.start(&[r("b/1")], BuildOptions::default());
+    let a = rig.executor.next_launch().await;
+    assert_eq!(a.spec.config.outputs, [r("a/1")]);
+    // While a/1 is being built for the first request, a second one needs it.
+    let second = rig.o.start(&[r("c/1")], BuildOptions::default());
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(rig.executor.launched().len(), 1, "a/1 is not built twice");
+    a.control.succeed();
+    let b = rig.executor.next_launch().await;
+    let c = rig.executor.next_launch().await;
+    b.control.succeed();
+    c.control.succeed();
+    let (first, second) = (
+        first.outcome().await.unwrap(),
+        second.outcome().await.unwrap(),
+    );
+    assert!(first.succeeded() && second.succeeded());
+    assert_eq!(second.built, [r("c/1")]);
+    assert_eq!(rig.executor.launched().len(), 3);
+    let events = rig.log().await;
+    assert_eq!(
+        delegations(&events),
+        [("a/1".to_owned(), a.spec.job_run_id.clone(), false)]
+    );
+    let attached: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind() == "job_run_attached")
+        .map(|e| e.build_request_id.as_str())
+        .collect();
+    assert_eq!(attached, [second.build_request_id.as_str()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_for_a_partition_being_built_waits_for_it() {
+    let rig = rig(vec![job("x", &[])], ScriptedExecutor::new());
+    let first = rig.o.start(&[r("x/1")], BuildOptions::default());
+    let x = rig.executor.next_launch().await;
+    let second = rig.o.start(&[r("x/1")], BuildOptions::default());
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    x.control.succeed();
+    let second = second.outcome().await.unwrap();
+    assert!(second.succeeded());
+    assert!(second.built.is_empty());
+    assert_eq!(second.delegated, [r("x/1")]);
+    assert!(first.outcome().await.unwrap().succeeded());
+    assert_eq!(rig.executor.launched().len(), 1);
+    let events = rig.log().await;
+    let ok = events.iter().rev().find_map(|e| match &e.event {
+        Some(Event::BuildSucceeded(s)) if e.build_request_id == second.build_request_id => {
+            Some(s.delegated.len())
+        }
+        _ => None,
+    });
+    assert_eq!(ok, Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_the_waiter_leaves_the_run_alone() {
+    let rig = rig(vec![job("x", &[])], ScriptedExecutor::new());
+    let first = rig.o.start(&[r("x/1")], BuildOptions::default());
+    let x = rig.executor.next_launch().await;
+    let second = rig.o.start(&[r("x/1")], BuildOptions::default());
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    second.cancel("not needed any more");
+    let second = second.outcome().await.unwrap();
+    assert!(second.canceled);
+    assert_eq!(x.control.cancel_requested(), None, "the run goes on");
+    x.control.succeed();
+    assert!(first.outcome().await.unwrap().succeeded());
+    let events = rig.log().await;
+    assert!(
+        events.iter().any(
+            |e| e.kind() == "job_run_detached" && e.build_request_id == second.build_request_id
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_the_starter_keeps_a_run_someone_waits_on() {
+    let rig = rig(vec![job("x", &[])], ScriptedExecutor::new());
+    let first = rig.o.start(&[r("x/1")], BuildOptions::default());
+    let x = rig.executor.next_launch().await;
+    let second = rig.o.start(&[r("x/1")], BuildOptions::default());
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    first.cancel("the first caller gave up");
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        x.control.cancel_requested(),
+        None,
+        "the second request still waits on the run"
+    );
+    x.control.succeed();
+    let (first, second) = (
+        first.outcome().await.unwrap(),
+        second.outcome().await.unwrap(),
+    );
+    assert!(first.canceled);
+    assert!(second.succeeded(), "{:?}", second.not_built);
+    assert_eq!(second.delegated, [r("x/1")]);
+    rig.log().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_delegated_run_fails_the_waiter_naming_it() {
+    let rig = rig(
+        vec![job("a", &[]), job("c", &["a"])],
+        ScriptedExecutor::new(),
+    );
+    let first = rig.o.start(&[r("a/1")], BuildOptions::default());
+    let a = rig.executor.next_launch().await;
+    let second = rig.o.start(&[r("c/1")], BuildOptions::default());
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    a.control.exit(Outcome::task_failed("disk on fire", None));
+    let second = second.outcome().await.unwrap();
+    assert!(!second.succeeded());
+    let reason = &second.not_built[0].reason;
+    assert!(
+        reason.contains("a/1") && reason.contains("disk on fire"),
+        "{reason}"
+    );
+    assert!(!first.outcome().await.unwrap().succeeded());
+    assert_eq!(rig.executor.launched().len(), 1, "c never ran");
+    rig.log().await;
+}
