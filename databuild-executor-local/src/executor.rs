@@ -47,6 +47,8 @@ use crate::proc_stats;
 pub struct LocalExecutor {
     config: Arc<LocalConfig>,
     runs: Arc<Mutex<HashMap<String, Arc<CancelRequest>>>>,
+    /// The shared lock on the runs directory, held for the executor's life.
+    _runs_lock: Option<Arc<std::fs::File>>,
     /// Launch keys of every run launched here.
     launched: Arc<Mutex<std::collections::HashSet<u64>>>,
     /// Whether the runs directory is known to exist.
@@ -66,7 +68,22 @@ impl LocalExecutor {
 
     /// An executor with these settings.
     pub fn new(config: LocalConfig) -> Self {
+        // Process groups a crashed executor left on this runs directory are
+        // killed first (when no other live executor uses it).
+        let sweep = match crate::leftovers::sweep(&config.runs_dir) {
+            Ok((lock, killed)) => {
+                if killed > 0 {
+                    tracing::warn!(killed, runs_dir = %config.runs_dir.display(), "killed runs a dead executor left");
+                }
+                Some(Arc::new(lock))
+            }
+            Err(e) => {
+                tracing::warn!(runs_dir = %config.runs_dir.display(), error = %e, "cannot check the runs directory for leftovers");
+                None
+            }
+        };
         Self {
+            _runs_lock: sweep,
             config: Arc::new(config),
             runs: Arc::default(),
             runs_dir_made: Arc::new(AtomicBool::new(false)),
@@ -200,6 +217,7 @@ impl Executor for LocalExecutor {
             }
         };
         let pid = child.id().unwrap_or_default();
+        crate::leftovers::record(runs_dir, &spec.job_run_id, pid);
         let launched = format!("launched pid {pid}: {:?}", launch.argv);
         let log_path = spec.log_path.clone();
         let cancel = Arc::new(CancelRequest::default());
@@ -302,6 +320,7 @@ struct ConfigFile(PathBuf);
 
 impl Drop for ConfigFile {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0.with_extension("pid"));
         if let Err(e) = std::fs::remove_file(&self.0)
             && e.kind() != std::io::ErrorKind::NotFound
         {

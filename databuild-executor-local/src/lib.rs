@@ -15,8 +15,12 @@
 //! grandchildren die too.
 //!
 //! This is *direct mode*: runs are children of the orchestrator's process
-//! and do not survive it. Runner mode (a supervisor process that outlives
-//! orchestrators) comes with the orchestrator's re-entrance work.
+//! and do not survive it as runs: after a crash, the next executor on the
+//! same runs directory kills the process groups the dead one left (each
+//! run's pid and start time are recorded), and the restarted orchestrator
+//! declares those runs lost and runs them again. Runner mode (a supervisor
+//! process that outlives orchestrators, so runs are re-attached instead)
+//! comes with the orchestrator's re-entrance work.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -31,6 +35,7 @@
 
 mod config;
 mod executor;
+mod leftovers;
 mod proc_stats;
 
 pub use config::LocalConfig;

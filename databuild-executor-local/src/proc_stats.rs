@@ -25,6 +25,14 @@ fn page_size() -> u64 {
         .unwrap_or(4096)
 }
 
+/// The start time of `pid` (field 22 of its `stat`, in clock ticks since
+/// boot): with the pid, it names one process for good, as pids are reused.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
 /// Parses a `stat` line: fields after the command name (which may hold
 /// spaces and parentheses) are split on spaces; utime and stime are fields
 /// 14 and 15, rss field 24.
