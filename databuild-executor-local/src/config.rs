@@ -31,6 +31,11 @@ pub struct LocalConfig {
     pub line_cap: usize,
     /// Labels matched against tasks' label requirements.
     pub labels: BTreeMap<String, String>,
+    /// Runner mode: the argv of the per-run supervisor (the
+    /// `databuild-runner` binary, or a host program calling
+    /// [`runner_main`](crate::runner_main)), which is started as
+    /// `<argv> run <run_dir>`. `None` (the default) is direct mode.
+    pub runner: Option<Vec<String>>,
 }
 
 impl LocalConfig {
@@ -51,7 +56,15 @@ impl LocalConfig {
                 ("arch".to_owned(), std::env::consts::ARCH.to_owned()),
             ]
             .into(),
+            runner: None,
         }
+    }
+
+    /// Runner mode, with `argv` starting the supervisor.
+    #[must_use]
+    pub fn runner(mut self, argv: Vec<String>) -> Self {
+        self.runner = Some(argv);
+        self
     }
 
     /// Sets where run config files go.

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -5,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use databuild_core::executor::{
     Capabilities, Executor, ExecutorError, ExecutorInfo, ExitStatus, JobRunSpec, LineKind,
-    LineSplitter, Outcome, OutputScanner, RunLog, RunUpdate, RunUpdates, Stream,
+    LineSplitter, Outcome, OutputScanner, RunLog, RunUpdate, RunUpdates, Stream, SurvivingRun,
 };
 use databuild_core::job::protocol::encode_config;
 use databuild_core::proto::FailureStage;
@@ -95,6 +97,197 @@ impl LocalExecutor {
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The run directories of runner mode.
+    fn run_dirs(&self) -> PathBuf {
+        self.config.state_dir.join("runs")
+    }
+
+    /// Runner mode: the run directory (made exclusively: the launch key that
+    /// survives this process), then the runner, which outlives us.
+    async fn launch_with_runner(
+        &self,
+        runner: &[String],
+        spec: &JobRunSpec,
+        launch: &databuild_core::job::ProcessLaunch,
+    ) -> Result<RunUpdates, ExecutorError> {
+        let runs = self.run_dirs();
+        let dir = runs.join(&spec.job_run_id);
+        let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+        std::fs::create_dir_all(&runs).map_err(|e| Self::launch_error(spec, io(&runs, e), true))?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Self::launch_error(
+                    spec,
+                    "this job run was already launched".into(),
+                    false,
+                ));
+            }
+            Err(e) => return Err(Self::launch_error(spec, io(&dir, e), true)),
+        }
+        let config_file = dir.join("config.json");
+        let mut env: BTreeMap<String, String> = std::env::vars().collect();
+        env.extend(launch.env.clone());
+        env.extend(spec.config.env.clone());
+        env.extend(spec.databuild_env());
+        env.insert(
+            "DATABUILD_CONFIG_FILE".into(),
+            config_file.to_string_lossy().into_owned(),
+        );
+        let mut argv = launch.argv.clone();
+        argv.push("exec".into());
+        argv.extend(spec.config.args.iter().cloned());
+        let plan = crate::runner::RunnerLaunch {
+            argv,
+            env: env.into_iter().collect(),
+            working_dir: launch.working_dir.clone(),
+            log_path: spec.log_path.clone(),
+            line_cap: self.config.line_cap,
+            drain_grace_ms: u64::try_from(self.config.drain_grace.as_millis()).unwrap_or(u64::MAX),
+        };
+        let written = std::fs::write(&config_file, encode_config(&spec.config)).and_then(|()| {
+            std::fs::write(
+                dir.join("launch.json"),
+                serde_json::to_vec(&plan).map_err(std::io::Error::other)?,
+            )
+        });
+        written.map_err(|e| Self::launch_error(spec, io(&dir, e), true))?;
+        let mut command = Command::new(&runner[0]);
+        command
+            .args(&runner[1..])
+            .arg("run")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("runner.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = command.spawn().map_err(|e| {
+            Self::launch_error(
+                spec,
+                format!("cannot start the runner {:?}: {e}", runner[0]),
+                true,
+            )
+        })?;
+        let pid = child.id().unwrap_or_default();
+        crate::runner::record_runner(&dir, pid)
+            .map_err(|e| Self::launch_error(spec, io(&dir, e), true))?;
+        Ok(self.watch_runner(
+            spec.job_run_id.clone(),
+            dir,
+            Some(child),
+            format!("runner:{pid}"),
+        ))
+    }
+
+    /// Follows a runner-mode run to its end: heartbeats from the job's
+    /// process, cancel (SIGTERM to the job's group, SIGKILL after the
+    /// grace), and the outcome from the run directory once the runner is
+    /// done (a runner we started is waited for; one we re-attached to is
+    /// looked at every 50 ms).
+    fn watch_runner(
+        &self,
+        job_run_id: String,
+        dir: PathBuf,
+        child: Option<Child>,
+        handle: String,
+    ) -> RunUpdates {
+        let cancel = Arc::new(CancelRequest::default());
+        self.runs().insert(job_run_id.clone(), Arc::clone(&cancel));
+        let (tx, rx) = mpsc::channel(64);
+        let runs = Arc::clone(&self.runs);
+        let config = Arc::clone(&self.config);
+        tokio::spawn(async move {
+            let _ = tx.send(RunUpdate::Running { handle }).await;
+            let every = config.heartbeat_interval;
+            let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut poll = tokio::time::interval(Duration::from_millis(50));
+            let mut child = child;
+            let mut canceled: Option<String> = None;
+            let mut kill_at: Option<Instant> = None;
+            let mut unknown = 0u32;
+            let signal = |signal: Signal| {
+                if let Some(pid) = crate::runner::job_pid(&dir).and_then(|p| i32::try_from(p).ok())
+                {
+                    let _ = killpg(Pid::from_raw(pid), signal);
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = async { child.as_mut().map(|c| c.wait()).unwrap_or_else(|| unreachable!()).await }, if child.is_some() => break,
+                    _ = poll.tick(), if child.is_none() => {
+                        if dir.join("status").exists() {
+                            break;
+                        }
+                        if crate::runner::runner_alive(&dir) {
+                            unknown = 0;
+                            continue;
+                        }
+                        // No live runner on record: either it never started
+                        // (then the claim is ours and the job never will), or
+                        // it is starting and has not recorded itself yet
+                        // (wait a little), or it died.
+                        if !dir.join("claim").exists() || unknown >= 40 {
+                            break;
+                        }
+                        unknown += 1;
+                    }
+                    _ = ticker.tick() => {
+                        let sample = crate::runner::job_pid(&dir).and_then(proc_stats::sample);
+                        let (cpu_ms, rss_bytes) = sample.map_or((None, None), |(c, r)| (Some(c), Some(r)));
+                        let _ = tx.send(RunUpdate::Heartbeat { cpu_ms, rss_bytes }).await;
+                    }
+                    () = cancel.notify.notified(), if canceled.is_none() => {
+                        let reason = cancel.reason.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+                        // A runner that has not started the job yet sees
+                        // this and never does.
+                        let _ = std::fs::write(dir.join("cancel"), &reason);
+                        signal(Signal::SIGTERM);
+                        kill_at = Some(Instant::now() + config.kill_grace);
+                        canceled = Some(reason);
+                    }
+                    () = sleep_until_some(kill_at) => {
+                        signal(Signal::SIGKILL);
+                        kill_at = None;
+                    }
+                }
+            }
+            let outcome = match (canceled, crate::runner::collect(&dir)) {
+                // A job that finished its work before the cancel reached it
+                // succeeded: saying otherwise would have it run again.
+                (Some(_), Some(done @ Outcome::Succeeded { .. })) => done,
+                (Some(reason), _) => Outcome::Canceled { reason },
+                (None, Some(outcome)) => outcome,
+                // No status and no runner: if the runner never claimed the
+                // run, claiming it here makes sure the job never starts.
+                (None, None) => match crate::runner::claim(&dir) {
+                    Ok(true) => Outcome::Failed {
+                        stage: FailureStage::Launch,
+                        reason: "the run never started (its runner did not)".into(),
+                        exit: None,
+                        retryable: true,
+                    },
+                    _ => Outcome::Failed {
+                        stage: FailureStage::Task,
+                        reason: "the runner ended without recording the job's exit".into(),
+                        exit: None,
+                        retryable: true,
+                    },
+                },
+            };
+            runs.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&job_run_id);
+            let _ = tx.send(RunUpdate::Exited(outcome)).await;
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+
     fn launch_error(spec: &JobRunSpec, reason: String, retryable: bool) -> ExecutorError {
         ExecutorError::Launch {
             job_run_id: spec.job_run_id.clone(),
@@ -111,7 +304,8 @@ impl Executor for LocalExecutor {
             Self::NAME,
             Capabilities::default()
                 .with_cancel(true)
-                .with_heartbeats(true),
+                .with_heartbeats(true)
+                .with_recover(self.config.runner.is_some()),
         );
         info.labels = self.config.labels.clone();
         info
@@ -132,6 +326,9 @@ impl Executor for LocalExecutor {
                 false,
             ));
         };
+        if let Some(runner) = &self.config.runner {
+            return self.launch_with_runner(runner, &spec, launch).await;
+        }
 
         // The launch key: a run directory made exclusively.
         // File system calls here are small metadata operations, done in
@@ -297,6 +494,49 @@ impl Executor for LocalExecutor {
         cancel.notify.notify_one();
         Ok(())
     }
+
+    async fn list_runs(&self) -> Result<Vec<SurvivingRun>, ExecutorError> {
+        if self.config.runner.is_none() {
+            return Err(ExecutorError::Unsupported {
+                operation: "list_runs",
+                backend: format!("{} (direct mode)", Self::NAME),
+            });
+        }
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.run_dirs()) else {
+            return Ok(found);
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !dir.join("launch.json").exists() {
+                continue;
+            }
+            let Some(id) = dir.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let running = !dir.join("status").exists() && crate::runner::runner_alive(&dir);
+            found.push(SurvivingRun::new(id, running));
+        }
+        found.sort_by(|a, b| a.job_run_id.cmp(&b.job_run_id));
+        Ok(found)
+    }
+
+    async fn reattach(&self, job_run_id: &str) -> Result<RunUpdates, ExecutorError> {
+        if self.config.runner.is_none() {
+            return Err(ExecutorError::Unsupported {
+                operation: "reattach",
+                backend: format!("{} (direct mode)", Self::NAME),
+            });
+        }
+        let dir = self.run_dirs().join(job_run_id);
+        if !dir.join("launch.json").exists() {
+            return Err(ExecutorError::UnknownRun {
+                job_run_id: job_run_id.to_owned(),
+            });
+        }
+        let handle = format!("run-dir:{}", dir.display());
+        Ok(self.watch_runner(job_run_id.to_owned(), dir, None, handle))
+    }
 }
 
 /// `<program> <args...> exec <config.args...>`, stdin and output piped, in a
@@ -444,9 +684,11 @@ impl Supervisor {
         // Whatever the job left behind in its group goes with it.
         self.signal_group(Signal::SIGKILL);
         let exit = status.map_or(ExitStatus::Code(255), ExitStatus::from);
-        let outcome = match canceled {
-            Some(reason) => Outcome::Canceled { reason },
-            None => scanner.finish(exit),
+        let outcome = match (canceled, scanner.finish(exit)) {
+            // Finished its work before the cancel reached it: a success.
+            (Some(_), done @ Outcome::Succeeded { .. }) => done,
+            (Some(reason), _) => Outcome::Canceled { reason },
+            (None, outcome) => outcome,
         };
         let _ = self.log.note(&format!("exited with {exit}"));
         let _ = self.log.flush();

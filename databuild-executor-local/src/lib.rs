@@ -37,6 +37,8 @@ mod config;
 mod executor;
 mod leftovers;
 mod proc_stats;
+mod runner;
 
 pub use config::LocalConfig;
 pub use executor::LocalExecutor;
+pub use runner::runner_main;

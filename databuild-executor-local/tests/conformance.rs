@@ -60,3 +60,18 @@ async fn local_executor_conforms() {
     };
     executor::run_all(&harness).await;
 }
+
+/// The same suite in runner mode: each run under its own supervisor
+/// process (`databuild-runner`), outcome read back from the run directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_executor_conforms_in_runner_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LocalConfig::new(dir.path().join("state"))
+        .kill_grace(Duration::from_secs(2))
+        .runner(vec![env!("CARGO_BIN_EXE_databuild-runner").into()]);
+    let harness = Local {
+        executor: Arc::new(LocalExecutor::new(config)),
+        dir,
+    };
+    executor::run_all(&harness).await;
+}

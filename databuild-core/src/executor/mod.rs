@@ -213,6 +213,16 @@ pub struct SurvivingRun {
     pub running: bool,
 }
 
+impl SurvivingRun {
+    /// A run that outlived an orchestrator.
+    pub fn new(job_run_id: impl Into<String>, running: bool) -> Self {
+        Self {
+            job_run_id: job_run_id.into(),
+            running,
+        }
+    }
+}
+
 /// Where job runs run. Object-safe; held as `Arc<dyn Executor>`.
 ///
 /// Contract: `launch` starts the run and returns its updates, which end with

@@ -1070,10 +1070,25 @@ impl<'a> Execution<'a> {
             let mut rx = match sender {
                 Some(s) => s.subscribe(),
                 None => {
-                    let why = format!(
-                        "{partition} was being built by run {run}, which no live request of this orchestrator runs"
-                    );
-                    watch::channel(TaskEnd::Failed(why)).1
+                    // Its builder ended between the plan and now: the
+                    // catalog says how.
+                    let status = self
+                        .build
+                        .inner
+                        .lock_state()
+                        .partition(partition)
+                        .map(|e| e.status);
+                    let end = match status {
+                        Some(PartitionStatus::Available) => TaskEnd::Built,
+                        Some(PartitionStatus::Building) | None => TaskEnd::Failed(format!(
+                            "{partition} was being built by run {run}, which no live request of this orchestrator runs"
+                        )),
+                        Some(other) => TaskEnd::Failed(format!(
+                            "run {run}, which was building {partition}, ended and left it {}",
+                            other.as_str_name()
+                        )),
+                    };
+                    watch::channel(end).1
                 }
             };
             let p = partition.clone();

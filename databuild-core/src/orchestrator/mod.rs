@@ -33,6 +33,7 @@
 
 mod error;
 mod execution;
+mod recovery;
 mod run;
 mod settings;
 mod slots;
@@ -313,7 +314,7 @@ impl Inner {
     /// Rebuilds the state from the BEL the first time it is needed, and
     /// closes what a previous orchestrator left open (see
     /// [`Orchestrator::load`]).
-    pub(crate) async fn ensure_loaded(&self) -> Result<(), BuildError> {
+    pub(crate) async fn ensure_loaded(self: &Arc<Self>) -> Result<(), BuildError> {
         self.loaded
             .get_or_try_init(|| async {
                 {
@@ -321,117 +322,10 @@ impl Inner {
                     let state = BuildState::load(&*self.bel).await?;
                     *self.lock_state() = state;
                 }
-                self.close_leftovers().await
+                self.recover().await
             })
             .await
             .map(|_| ())
-    }
-
-    /// Ends the runs and requests a previous orchestrator left unfinished:
-    /// its process is gone, and with it (in direct mode) the only one that
-    /// could have collected them. Queued runs are cancelled, started ones
-    /// are Lost, their `Building` partitions become `Failed`, and open
-    /// requests fail, so nothing waits on them and the next request
-    /// rebuilds what they did not finish.
-    async fn close_leftovers(&self) -> Result<(), BuildError> {
-        use crate::state::{RequestState, RunState};
-        const WHY: &str = "the orchestrator that ran it stopped before it ended";
-        let mut events = Vec::new();
-        {
-            let state = self.lock_state();
-            let now = self.clock.now_ns();
-            let mut runs: Vec<&crate::state::JobRun> =
-                state.runs().filter(|r| !r.state.is_terminal()).collect();
-            runs.sort_by(|a, b| a.job_run_id.cmp(&b.job_run_id));
-            for run in runs {
-                let ev = |event| {
-                    BuildEvent::at(now, event)
-                        .for_request(&run.started_by)
-                        .for_job_run(&run.job_run_id)
-                };
-                match run.state {
-                    RunState::Queued => {
-                        events.push(ev(Event::JobRunCanceled(crate::proto::JobRunCanceled {
-                            reason: WHY.into(),
-                            source: crate::proto::CancelSource::Shutdown as i32,
-                        })))
-                    }
-                    RunState::Scheduled | RunState::Running => {
-                        events.push(ev(Event::JobRunLost(crate::proto::JobRunLost {
-                            last_seen_ns: run.last_seen_ns,
-                        })));
-                    }
-                    RunState::TaskSucceeded => {
-                        events.push(ev(Event::JobRunMetadataFailed(
-                            crate::proto::JobRunMetadataFailed { reason: WHY.into() },
-                        )));
-                        events.push(ev(Event::JobRunFailed(crate::proto::JobRunFailed {
-                            stage: crate::proto::FailureStage::Metadata as i32,
-                            reason: WHY.into(),
-                            retryable: true,
-                        })));
-                    }
-                    _ => events.push(ev(Event::JobRunFailed(crate::proto::JobRunFailed {
-                        stage: crate::proto::FailureStage::Unspecified as i32,
-                        reason: WHY.into(),
-                        retryable: true,
-                    }))),
-                }
-                let outputs = run
-                    .task
-                    .config
-                    .as_ref()
-                    .map(|c| c.outputs.clone())
-                    .unwrap_or_default();
-                for o in outputs {
-                    let Ok(r) = PartitionRef::try_from(&o) else {
-                        continue;
-                    };
-                    let building_here = state.partition(&r).is_some_and(|e| {
-                        e.status == crate::proto::PartitionStatus::Building
-                            && e.job_run_id == run.job_run_id
-                    });
-                    if building_here {
-                        events.push(ev(Event::PartitionStatusChanged(
-                            crate::proto::PartitionStatusChanged {
-                                partition: Some(o),
-                                status: crate::proto::PartitionStatus::Failed as i32,
-                                job_run_id: run.job_run_id.clone(),
-                            },
-                        )));
-                    }
-                }
-            }
-            let mut open: Vec<&str> = state
-                .requests()
-                .filter(|r| {
-                    !matches!(
-                        r.state,
-                        RequestState::Succeeded | RequestState::Failed | RequestState::Canceled
-                    )
-                })
-                .map(|r| r.build_request_id.as_str())
-                .collect();
-            open.sort_unstable();
-            for id in open {
-                events.push(
-                    BuildEvent::at(
-                        now,
-                        Event::BuildFailed(crate::proto::BuildFailed {
-                            reason: format!("{WHY} (request {id})"),
-                        }),
-                    )
-                    .for_request(id),
-                );
-            }
-        }
-        if !events.is_empty() {
-            tracing::warn!(
-                events = events.len(),
-                "closing runs and requests a previous orchestrator left open"
-            );
-        }
-        self.commit(events).await
     }
 
     /// Applies events to the build state (refusing what the diagrams do not
