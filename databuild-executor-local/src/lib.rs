@@ -14,13 +14,18 @@
 //! Cancelling sends SIGTERM to the group, then SIGKILL after the grace, so
 //! grandchildren die too.
 //!
-//! This is *direct mode*: runs are children of the orchestrator's process
-//! and do not survive it as runs: after a crash, the next executor on the
-//! same runs directory kills the process groups the dead one left (each
-//! run's pid and start time are recorded), and the restarted orchestrator
-//! declares those runs lost and runs them again. Runner mode (a supervisor
-//! process that outlives orchestrators, so runs are re-attached instead)
-//! comes with the orchestrator's re-entrance work.
+//! In *direct mode* (the default) runs are children of the orchestrator's
+//! process and do not survive it as runs: after a crash, the next executor
+//! on the same runs directory kills the process groups the dead one left
+//! (each run's pid and start time are recorded), and the restarted
+//! orchestrator declares those runs lost and runs them again.
+//!
+//! In *runner mode* ([`LocalConfig::runner`]) each run has a supervisor
+//! process (the `databuild-runner` binary, or a host calling
+//! [`runner_main`]) that outlives the orchestrator and records the run's
+//! exit status and marker lines in its run directory; a later executor lists
+//! the surviving runs and re-attaches to them (`Executor::list_runs`,
+//! `Executor::reattach`), which the orchestrator does when it starts.
 //!
 //! ```no_run
 //! use std::sync::Arc;
