@@ -265,12 +265,7 @@ impl Shared {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BelError> + Send + 'static,
 ) -> Result<T, BelError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BelError::Backend {
-            backend: "sqlite",
-            source: Box::new(e),
-        })?
+    databuild_core::bel::run_blocking("sqlite", f).await
 }
 
 #[async_trait]

@@ -286,12 +286,7 @@ impl JsonlBel {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BelError> + Send + 'static,
 ) -> Result<T, BelError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BelError::Backend {
-            backend: "jsonl",
-            source: Box::new(e),
-        })?
+    super::run_blocking("jsonl", f).await
 }
 
 /// Checks the lines after `state.end`, adding complete ones to `state`.

@@ -29,3 +29,17 @@ pub use subscription::{HeadWatch, PageReader, Wake, subscribe_via_reads};
 pub use crate::proto::BuildEvent;
 /// The members of [`BuildEvent`]'s `event` oneof.
 pub use crate::proto::build_event::Event;
+
+/// Runs a sink's blocking storage work on tokio's blocking pool; a task
+/// that panics or is cancelled is a [`BelError::Backend`] of `backend`.
+pub async fn run_blocking<T: Send + 'static>(
+    backend: &'static str,
+    f: impl FnOnce() -> Result<T, BelError> + Send + 'static,
+) -> Result<T, BelError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BelError::Backend {
+            backend,
+            source: Box::new(e),
+        })?
+}

@@ -21,6 +21,17 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+impl ExitStatus {
+    /// The proto form, as `JobRunTaskFailed` carries it.
+    pub fn to_proto(self) -> crate::proto::job_run_task_failed::Exit {
+        use crate::proto::job_run_task_failed::Exit;
+        match self {
+            ExitStatus::Code(c) => Exit::ExitCode(c),
+            ExitStatus::Signal(s) => Exit::Signal(s),
+        }
+    }
+}
+
 impl From<std::process::ExitStatus> for ExitStatus {
     /// A process's exit: its code, or the signal that killed it.
     fn from(status: std::process::ExitStatus) -> Self {

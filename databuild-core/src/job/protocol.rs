@@ -228,6 +228,16 @@ pub struct MissingDeps {
     pub missing: Vec<PartitionRef>,
 }
 
+impl MissingDeps {
+    /// The proto form, as `JobRunMissingDeps` carries it.
+    pub fn to_proto(&self) -> crate::proto::MissingDeps {
+        crate::proto::MissingDeps {
+            impacted: self.impacted.iter().map(PartitionRef::to_proto).collect(),
+            missing: self.missing.iter().map(PartitionRef::to_proto).collect(),
+        }
+    }
+}
+
 /// Metadata about one partition a run wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ManifestEntry {

@@ -754,14 +754,7 @@ impl<'a> Execution<'a> {
                     events.push(self.event(
                         run,
                         Event::JobRunTaskFailed(proto::JobRunTaskFailed {
-                            exit: exit.map(|e| match e {
-                                ExitStatus::Code(c) => {
-                                    proto::job_run_task_failed::Exit::ExitCode(c)
-                                }
-                                ExitStatus::Signal(s) => {
-                                    proto::job_run_task_failed::Exit::Signal(s)
-                                }
-                            }),
+                            exit: exit.map(ExitStatus::to_proto),
                         }),
                     ));
                 }
@@ -778,24 +771,12 @@ impl<'a> Execution<'a> {
                 self.attempt_failed(task, run, reason, retryable).await
             }
             Outcome::MissingDeps { missing_deps, .. } => {
-                self.commit(vec![
-                    self.event(
-                        run,
-                        Event::JobRunMissingDeps(proto::JobRunMissingDeps {
-                            missing_deps: missing_deps
-                                .iter()
-                                .map(|m| proto::MissingDeps {
-                                    impacted: m
-                                        .impacted
-                                        .iter()
-                                        .map(PartitionRef::to_proto)
-                                        .collect(),
-                                    missing: m.missing.iter().map(PartitionRef::to_proto).collect(),
-                                })
-                                .collect(),
-                        }),
-                    ),
-                ])
+                self.commit(vec![self.event(
+                    run,
+                    Event::JobRunMissingDeps(proto::JobRunMissingDeps {
+                        missing_deps: missing_deps.iter().map(MissingDeps::to_proto).collect(),
+                    }),
+                )])
                 .await?;
                 self.on_missing_deps(task, run, &missing_deps, live.launched_seq)
                     .await

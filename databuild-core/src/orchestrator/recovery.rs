@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::{BuildError, Inner, TaskEnd};
 use crate::bel::{BuildEvent, Event};
 use crate::executor::{ExitStatus, Outcome, RunUpdate, RunUpdates};
+use crate::job::protocol::MissingDeps;
 use crate::partition::PartitionRef;
 use crate::proto::{self, CancelSource, FailureStage, PartitionStatus};
 use crate::state::{JobRun, RequestState, RunState};
@@ -266,14 +267,7 @@ impl Inner {
                             ]
                         } else {
                             vec![ev(Event::JobRunTaskFailed(proto::JobRunTaskFailed {
-                                exit: exit.map(|e| match e {
-                                    ExitStatus::Code(c) => {
-                                        proto::job_run_task_failed::Exit::ExitCode(c)
-                                    }
-                                    ExitStatus::Signal(s) => {
-                                        proto::job_run_task_failed::Exit::Signal(s)
-                                    }
-                                }),
+                                exit: exit.map(ExitStatus::to_proto),
                             }))]
                         };
                         v.push(ev(Event::JobRunFailed(proto::JobRunFailed {
@@ -285,17 +279,7 @@ impl Inner {
                     }
                     Outcome::MissingDeps { missing_deps, .. } => (
                         vec![ev(Event::JobRunMissingDeps(proto::JobRunMissingDeps {
-                            missing_deps: missing_deps
-                                .iter()
-                                .map(|m| proto::MissingDeps {
-                                    impacted: m
-                                        .impacted
-                                        .iter()
-                                        .map(PartitionRef::to_proto)
-                                        .collect(),
-                                    missing: m.missing.iter().map(PartitionRef::to_proto).collect(),
-                                })
-                                .collect(),
+                            missing_deps: missing_deps.iter().map(MissingDeps::to_proto).collect(),
                         }))],
                         PartitionStatus::Failed,
                         TaskEnd::Failed(
