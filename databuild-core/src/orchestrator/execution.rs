@@ -1121,6 +1121,9 @@ impl<'a> Execution<'a> {
                 self.commit(events).await
             }
             TaskEnd::Failed(why) => {
+                if self.ending.is_none() && self.unbuilt_elsewhere(&partition) {
+                    return self.build_it_here(partition, tasks, &why).await;
+                }
                 let reason = format!("input {partition}, built by another request, failed: {why}");
                 if self.delegated.contains(&partition) {
                     self.failures.push(reason.clone());
@@ -1144,6 +1147,105 @@ impl<'a> Execution<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// Whether the other request's run of `partition` ended without the job
+    /// failing on its own (it never started, was lost, or was cancelled):
+    /// then building it here is what the waiter wants, not a failure.
+    fn unbuilt_elsewhere(&self, partition: &PartitionRef) -> bool {
+        use crate::state::RunState;
+        let state = self.build.inner.lock_state();
+        let Some(entry) = state.partition(partition) else {
+            return true;
+        };
+        if entry.status == PartitionStatus::Available || entry.status == PartitionStatus::Building {
+            return false;
+        }
+        state
+            .run(&entry.job_run_id)
+            .is_none_or(|r| matches!(r.state, RunState::Lost | RunState::Canceled))
+            || state.run(&entry.job_run_id).is_some_and(|r| {
+                r.state == RunState::Failed
+                    && r.failure
+                        .as_deref()
+                        .is_some_and(|f| f.starts_with("the run never started"))
+            })
+    }
+
+    /// Plans `partition` into this request's plan (its builder elsewhere did
+    /// not build it) and makes `readers` wait for the new task.
+    async fn build_it_here(
+        &mut self,
+        partition: PartitionRef,
+        readers: Vec<TaskId>,
+        why: &str,
+    ) -> Result<(), BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        let request = AnalyzeRequest::new([partition.clone()])
+            .with_build_request_id(self.build.id.clone())
+            .force(true);
+        let mut plan = self.plan.clone();
+        let planned = Orchestrator::planner(&inner)
+            .extend(&mut plan, &request)
+            .await;
+        let producer = plan.producer(&partition);
+        let (new_tasks, producer) = match (planned, producer) {
+            (Ok(new_tasks), Some(producer)) => (new_tasks, producer),
+            (Err(e), _) => {
+                let reason = format!(
+                    "input {partition} was not built elsewhere ({why}) and cannot be planned here: {e}"
+                );
+                for t in readers {
+                    self.task_failed(t, "", reason.clone(), false).await?;
+                }
+                return Ok(());
+            }
+            (Ok(_), None) => {
+                let reason = format!("input {partition} was not built elsewhere ({why})");
+                for t in readers {
+                    self.task_failed(t, "", reason.clone(), false).await?;
+                }
+                return Ok(());
+            }
+        };
+        tracing::info!(%partition, why, "building here a partition another request did not build");
+        self.plan = plan;
+        for &t in &new_tasks {
+            let route = self.build.route(self.plan.task(t));
+            self.tasks.push(TaskState {
+                status: TaskStatus::Waiting,
+                waiting_on: 0,
+                attempt: 1,
+                previous: None,
+                reruns: 0,
+                run: None,
+                route,
+            });
+            self.counts.waiting += 1;
+        }
+        for r in readers {
+            if self.plan.connect(producer, r, partition.clone()).is_err() {
+                self.task_failed(r, "", format!("input {partition} closes a cycle"), false)
+                    .await?;
+            }
+        }
+        self.delegated.retain(|p| *p != partition);
+        let mut events = Vec::new();
+        for t in new_tasks {
+            let waiting = self
+                .plan
+                .upstream(t)
+                .filter(|(u, _)| self.tasks[u.index()].status != TaskStatus::Done)
+                .count() as u32;
+            self.tasks[t.index()].waiting_on = waiting;
+            if let Err(why) = &self.tasks[t.index()].route {
+                let why = format!("unschedulable: {why}");
+                self.task_failed(t, "", why, false).await?;
+            } else if waiting == 0 {
+                self.queue(t, &mut events);
+            }
+        }
+        self.commit(events).await
     }
 
     /// A task failed for good. With keep-going, what depends on it is not

@@ -148,8 +148,12 @@ pub(crate) struct Inner {
     pub(crate) loaded: tokio::sync::OnceCell<()>,
     /// Partitions a live request is building, and how their task ends: what
     /// another request that needs one waits on (delegation).
-    pub(crate) building: Mutex<HashMap<PartitionRef, Arc<tokio::sync::watch::Sender<TaskEnd>>>>,
+    pub(crate) building: Arc<Mutex<Building>>,
 }
+
+/// Partitions live requests are building (queued or running), with the
+/// end of their tasks.
+pub(crate) type Building = HashMap<PartitionRef, Arc<tokio::sync::watch::Sender<TaskEnd>>>;
 
 /// How a task that other requests may wait on ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,14 +168,37 @@ pub(crate) enum TaskEnd {
 
 /// The catalog as the planner sees it.
 #[derive(Debug)]
-struct Catalog(Arc<Mutex<BuildState>>);
+///
+/// A partition a live request has queued counts as being built even before
+/// its run is scheduled (the catalog says `Building` only from then on), so
+/// a second request waits for it instead of building it too.
+struct Catalog {
+    state: Arc<Mutex<BuildState>>,
+    building: Arc<Mutex<Building>>,
+}
 
 impl Availability for Catalog {
     fn status(&self, partition: &PartitionRef) -> PartitionStatusView {
-        self.0
+        let status = self
+            .state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .status(partition)
+            .status(partition);
+        if matches!(status, PartitionStatusView::Building { .. }) {
+            return status;
+        }
+        let queued = self
+            .building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(partition);
+        if queued {
+            PartitionStatusView::Building {
+                job_run_id: String::new(),
+            }
+        } else {
+            status
+        }
     }
 }
 
@@ -306,7 +333,10 @@ impl Orchestrator {
             .with_bel(Arc::clone(&inner.bel))
             .with_clock(Arc::clone(&inner.clock))
             .with_ids(Arc::clone(&inner.ids))
-            .with_availability(Arc::new(Catalog(Arc::clone(&inner.state))))
+            .with_availability(Arc::new(Catalog {
+                state: Arc::clone(&inner.state),
+                building: Arc::clone(&inner.building),
+            }))
     }
 }
 
@@ -356,10 +386,7 @@ impl Inner {
         self.controls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn building(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<PartitionRef, Arc<tokio::sync::watch::Sender<TaskEnd>>>>
-    {
+    pub(crate) fn building(&self) -> std::sync::MutexGuard<'_, Building> {
         self.building.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -496,7 +523,7 @@ impl OrchestratorBuilder {
                 commit_lock: tokio::sync::Mutex::new(()),
                 controls: Mutex::default(),
                 loaded: tokio::sync::OnceCell::new(),
-                building: Mutex::default(),
+                building: Arc::default(),
             }),
         })
     }

@@ -165,3 +165,34 @@ async fn a_failed_delegated_run_fails_the_waiter_naming_it() {
     assert_eq!(rig.executor.launched().len(), 1, "c never ran");
     rig.log().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_partition_is_waited_for_and_built_here_if_its_builder_drops_it() {
+    let rig = rig_with(vec![job("x", &[])], ScriptedExecutor::new(), |b| {
+        b.parallelism(1)
+    });
+    // The first request runs x/1 and holds x/2 queued (one slot).
+    let first = rig.o.start(&[r("x/1"), r("x/2")], BuildOptions::default());
+    let x1 = rig.executor.next_launch().await;
+    let second = rig.o.start(&[r("x/2")], BuildOptions::default());
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(rig.executor.launched().len(), 1, "x/2 is queued once");
+    // The first request is cancelled: its queued x/2 never starts, so the
+    // second request builds it itself.
+    first.cancel("changed my mind");
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    x1.control.confirm_cancel();
+    let x2 = rig.executor.next_launch().await;
+    assert_eq!(x2.spec.config.outputs, [r("x/2")]);
+    assert_eq!(x2.spec.build_request_id, second.build_request_id());
+    x2.control.succeed();
+    let second = second.outcome().await.unwrap();
+    assert!(second.succeeded(), "{:?}", second.not_built);
+    assert_eq!(second.built, [r("x/2")]);
+    assert!(first.outcome().await.unwrap().canceled);
+    rig.log().await;
+}
