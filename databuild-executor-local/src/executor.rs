@@ -521,6 +521,22 @@ impl Executor for LocalExecutor {
         Ok(found)
     }
 
+    async fn forget(&self, job_run_id: &str) -> Result<(), ExecutorError> {
+        if self.config.runner.is_none() {
+            return Ok(());
+        }
+        let dir = self.run_dirs().join(job_run_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ExecutorError::Launch {
+                job_run_id: job_run_id.to_owned(),
+                reason: format!("removing {}: {e}", dir.display()),
+                retryable: true,
+            }),
+        }
+    }
+
     async fn reattach(&self, job_run_id: &str) -> Result<RunUpdates, ExecutorError> {
         if self.config.runner.is_none() {
             return Err(ExecutorError::Unsupported {

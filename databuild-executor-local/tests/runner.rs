@@ -112,6 +112,16 @@ async fn runs_outlive_their_executor_and_are_collected_or_reattached() {
         second.reattach("never").await.err(),
         Some(ExecutorError::UnknownRun { .. })
     ));
+    // Once the orchestrator recorded a run's end, the run directory goes.
+    second.forget("quick").await.unwrap();
+    let left: Vec<String> = second
+        .list_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job_run_id)
+        .collect();
+    assert_eq!(left, ["slow"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

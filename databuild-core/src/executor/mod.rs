@@ -257,6 +257,14 @@ pub trait Executor: Send + Sync + fmt::Debug {
             backend: self.info().name,
         })
     }
+
+    /// The orchestrator has recorded the run's end: what a recovering
+    /// backend kept so the run could be re-attached may go. The default
+    /// keeps nothing, so it does nothing.
+    async fn forget(&self, job_run_id: &str) -> Result<(), ExecutorError> {
+        let _ = job_run_id;
+        Ok(())
+    }
 }
 
 macro_rules! forward_executor {
@@ -277,6 +285,9 @@ macro_rules! forward_executor {
             }
             async fn reattach(&self, job_run_id: &str) -> Result<RunUpdates, ExecutorError> {
                 (**self).reattach(job_run_id).await
+            }
+            async fn forget(&self, job_run_id: &str) -> Result<(), ExecutorError> {
+                (**self).forget(job_run_id).await
             }
         }
     )*};

@@ -658,7 +658,14 @@ impl<'a> Execution<'a> {
                     .remove(&run)
                     .unwrap_or_else(|| unreachable!("looked up above"));
                 inner.slots.release(live.grant);
-                self.on_exit(&run, live, outcome).await
+                let executor = Arc::clone(&live.executor);
+                self.on_exit(&run, live, outcome).await?;
+                // Recorded: the executor may drop what it kept for a
+                // re-attach.
+                if let Err(e) = executor.forget(&run).await {
+                    tracing::warn!(job_run_id = %run, error = %e, "the executor could not forget an ended run");
+                }
+                Ok(())
             }
         }
     }

@@ -50,7 +50,25 @@ impl Inner {
                 .any(|r| matches!(r.state, RunState::Scheduled | RunState::Running))
         {
             match executor.list_runs().await {
-                Ok(runs) => known.extend(runs.into_iter().map(|r| (r.job_run_id, r.running))),
+                Ok(runs) => {
+                    // Runs the log already ended were recorded before the
+                    // last orchestrator could say so: let them go.
+                    let ended: Vec<String> = {
+                        let state = self.lock_state();
+                        runs.iter()
+                            .filter(|r| {
+                                state
+                                    .run(&r.job_run_id)
+                                    .is_some_and(|s| s.state.is_terminal())
+                            })
+                            .map(|r| r.job_run_id.clone())
+                            .collect()
+                    };
+                    for id in ended {
+                        let _ = executor.forget(&id).await;
+                    }
+                    known.extend(runs.into_iter().map(|r| (r.job_run_id, r.running)));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "listing the runs that outlived the last orchestrator failed")
                 }
@@ -306,6 +324,11 @@ impl Inner {
                 break;
             }
             if ended_run {
+                if let Some(executor) = &self.executor
+                    && let Err(e) = executor.forget(&id).await
+                {
+                    tracing::warn!(job_run_id = %id, error = %e, "the executor could not forget an ended run");
+                }
                 break;
             }
         }
