@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use databuild_core::bel::{
-    BelSink, BlobDigest, EventFilter, HeadWatch, PageReader, SeqRange, Wake, subscribe_via_reads,
+    BelSink, BlobDigest, BlockingPages, EventFilter, HeadWatch, SeqRange, Wake, subscribe_via_reads,
 };
 use databuild_core::{BelError, BuildEvent};
-use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use prost::Message;
 use rusqlite::{Connection, OpenFlags};
@@ -310,12 +309,11 @@ impl BelSink for SqliteBel {
         } else {
             Wake::Poll(POLL)
         };
-        subscribe_via_reads(
-            Arc::new(Reader(Arc::clone(&self.shared))),
-            wake,
-            since,
-            filter,
-        )
+        let shared = Arc::clone(&self.shared);
+        let pages = BlockingPages::new("sqlite", move |since, filter: &EventFilter, limit| {
+            shared.read(since, filter, limit)
+        });
+        subscribe_via_reads(Arc::new(pages), wake, since, filter)
     }
 
     async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobDigest, BelError> {
@@ -334,20 +332,5 @@ impl BelSink for SqliteBel {
         let shared = Arc::clone(&self.shared);
         let digest = digest.clone();
         blocking(move || shared.get_blob(&digest)).await
-    }
-}
-
-/// A subscription's reader: reads run on the blocking pool.
-struct Reader(Arc<Shared>);
-
-impl PageReader for Reader {
-    fn read_page(
-        &self,
-        since: u64,
-        filter: EventFilter,
-        limit: usize,
-    ) -> BoxFuture<'static, Result<(Vec<BuildEvent>, u64), BelError>> {
-        let shared = Arc::clone(&self.0);
-        Box::pin(blocking(move || shared.read(since, &filter, limit)))
     }
 }

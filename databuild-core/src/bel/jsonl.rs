@@ -22,12 +22,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::subscription::{PageReader, Wake, subscribe_via_reads};
+use super::subscription::{BlockingPages, Wake, subscribe_via_reads};
 use super::{BelError, BelSink, BlobDigest, BuildEvent, EventFilter, HeadWatch, SeqRange};
 use crate::partition::quote_bytes;
 
@@ -622,12 +621,11 @@ impl BelSink for JsonlBel {
         } else {
             Wake::Poll(self.inner.options.poll_interval)
         };
-        subscribe_via_reads(
-            Arc::new(Reader(Arc::clone(&self.inner))),
-            wake,
-            since,
-            filter,
-        )
+        let inner = Arc::clone(&self.inner);
+        let pages = BlockingPages::new("jsonl", move |since, filter: &EventFilter, limit| {
+            inner.read(since, filter, limit)
+        });
+        subscribe_via_reads(Arc::new(pages), wake, since, filter)
     }
 
     async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobDigest, BelError> {
@@ -639,20 +637,5 @@ impl BelSink for JsonlBel {
         let inner = Arc::clone(&self.inner);
         let digest = digest.clone();
         blocking(move || inner.get_blob(&digest)).await
-    }
-}
-
-/// A subscription's reader: file reads run on the blocking pool.
-struct Reader(Arc<Inner>);
-
-impl PageReader for Reader {
-    fn read_page(
-        &self,
-        since: u64,
-        filter: EventFilter,
-        limit: usize,
-    ) -> BoxFuture<'static, Result<(Vec<BuildEvent>, u64), BelError>> {
-        let inner = Arc::clone(&self.0);
-        Box::pin(blocking(move || inner.read(since, &filter, limit)))
     }
 }

@@ -23,7 +23,7 @@ pub use filter::EventFilter;
 pub use jsonl::{FsyncPolicy, JsonlBel, JsonlOptions, OpenReport, TornTail};
 pub use memory::MemoryBel;
 pub use sink::{BelSink, BlobDigest, SeqRange};
-pub use subscription::{HeadWatch, PageReader, Wake, subscribe_via_reads};
+pub use subscription::{BlockingPages, HeadWatch, PageReader, Wake, subscribe_via_reads};
 
 /// The event type stored in the log.
 pub use crate::proto::BuildEvent;

@@ -75,6 +75,42 @@ pub trait PageReader: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(Vec<BuildEvent>, u64), BelError>>;
 }
 
+/// A [`PageReader`] over a sink's blocking read (`f(since, filter, limit)`
+/// returning the page and the head), run on tokio's blocking pool.
+#[derive(Debug, Clone)]
+pub struct BlockingPages<F> {
+    backend: &'static str,
+    read: F,
+}
+
+impl<F> BlockingPages<F> {
+    /// Pages read by `read`, whose failures name `backend`.
+    pub fn new(backend: &'static str, read: F) -> Self {
+        Self { backend, read }
+    }
+}
+
+impl<F> PageReader for BlockingPages<F>
+where
+    F: Fn(u64, &EventFilter, usize) -> Result<(Vec<BuildEvent>, u64), BelError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    fn read_page(
+        &self,
+        since: u64,
+        filter: EventFilter,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<(Vec<BuildEvent>, u64), BelError>> {
+        let read = self.read.clone();
+        Box::pin(super::run_blocking(self.backend, move || {
+            read(since, &filter, limit)
+        }))
+    }
+}
+
 struct State {
     reader: Arc<dyn PageReader>,
     wake: Wake,

@@ -405,6 +405,19 @@ impl<'a> Execution<'a> {
         self.timers.insert((Instant::now() + after, timer));
     }
 
+    /// One input of each of `tasks` is built: those with nothing left to
+    /// wait for are queued (unless the request is ending).
+    fn inputs_ready(&mut self, tasks: Vec<TaskId>, events: &mut Vec<BuildEvent>) {
+        for t in tasks {
+            let state = &mut self.tasks[t.index()];
+            state.waiting_on -= 1;
+            if state.waiting_on == 0 && state.status == TaskStatus::Waiting && self.ending.is_none()
+            {
+                self.queue(t, events);
+            }
+        }
+    }
+
     /// A new run for a ready task: `JobRunQueued` into `events`, and the
     /// task into its pool's queue.
     fn queue(&mut self, task: TaskId, events: &mut Vec<BuildEvent>) {
@@ -727,16 +740,7 @@ impl<'a> Execution<'a> {
                 self.end_task(task, TaskEnd::Built);
                 self.built.extend(outputs.iter().cloned());
                 let downstream: Vec<TaskId> = self.plan.downstream(task).map(|(t, _)| t).collect();
-                for d in downstream {
-                    let state = &mut self.tasks[d.index()];
-                    state.waiting_on -= 1;
-                    if state.waiting_on == 0
-                        && state.status == TaskStatus::Waiting
-                        && self.ending.is_none()
-                    {
-                        self.queue(d, &mut events);
-                    }
-                }
+                self.inputs_ready(downstream, &mut events);
                 self.commit(events).await
             }
             Outcome::Failed {
@@ -1115,16 +1119,7 @@ impl<'a> Execution<'a> {
         match end {
             TaskEnd::Built | TaskEnd::Pending => {
                 let mut events = Vec::new();
-                for t in tasks {
-                    let state = &mut self.tasks[t.index()];
-                    state.waiting_on -= 1;
-                    if state.waiting_on == 0
-                        && state.status == TaskStatus::Waiting
-                        && self.ending.is_none()
-                    {
-                        self.queue(t, &mut events);
-                    }
-                }
+                self.inputs_ready(tasks, &mut events);
                 self.commit(events).await
             }
             TaskEnd::Failed(why) => {
