@@ -194,6 +194,20 @@ async fn recv_control(rx: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Opti
     }
 }
 
+impl Drop for Execution<'_> {
+    /// However the request ends (an error from the BEL included), requests
+    /// waiting on its tasks are told, so none waits forever.
+    fn drop(&mut self) {
+        let open: Vec<usize> = self.published.keys().copied().collect();
+        for t in open {
+            self.end_task(
+                TaskId::new(t),
+                TaskEnd::Failed("the request building it ended first".into()),
+            );
+        }
+    }
+}
+
 impl<'a> Execution<'a> {
     pub(super) fn new(
         build: &'a Build,

@@ -5,6 +5,7 @@
 mod cancel;
 mod catalog;
 mod delegation;
+mod faults;
 mod missing_deps;
 mod paths;
 mod replay;
