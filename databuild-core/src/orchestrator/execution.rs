@@ -76,6 +76,21 @@ struct TaskState {
     route: Route,
 }
 
+impl TaskState {
+    /// A task not yet ready, waiting for `waiting_on` upstream tasks.
+    fn waiting(waiting_on: u32, route: Route) -> Self {
+        Self {
+            status: TaskStatus::Waiting,
+            waiting_on,
+            attempt: 1,
+            previous: None,
+            reruns: 0,
+            run: None,
+            route,
+        }
+    }
+}
+
 /// Why the orchestrator asked a run to stop.
 #[derive(Debug, Clone)]
 enum Stop {
@@ -218,14 +233,8 @@ impl<'a> Execution<'a> {
         let tasks = routes
             .into_iter()
             .enumerate()
-            .map(|(i, route)| TaskState {
-                status: TaskStatus::Waiting,
-                waiting_on: plan.upstream(TaskId::new(i)).count() as u32,
-                attempt: 1,
-                previous: None,
-                reruns: 0,
-                run: None,
-                route,
+            .map(|(i, route)| {
+                TaskState::waiting(plan.upstream(TaskId::new(i)).count() as u32, route)
             })
             .collect::<Vec<_>>();
         let counts = Counts {
@@ -417,6 +426,18 @@ impl<'a> Execution<'a> {
 
     fn arm(&mut self, after: Duration, timer: Timer) {
         self.timers.insert((Instant::now() + after, timer));
+    }
+
+    /// Takes an extended plan and the states of its new tasks (routed,
+    /// waiting; the caller counts what they wait for).
+    fn grow(&mut self, plan: JobGraph, new_tasks: &[TaskId]) {
+        self.plan = plan;
+        for &t in new_tasks {
+            debug_assert_eq!(t.index(), self.tasks.len());
+            let route = self.build.route(self.plan.task(t));
+            self.tasks.push(TaskState::waiting(0, route));
+            self.counts.waiting += 1;
+        }
     }
 
     /// One input of each of `tasks` is built: those with nothing left to
@@ -899,21 +920,7 @@ impl<'a> Execution<'a> {
                 return self.task_failed(task, run, reason, true).await;
             }
         };
-        self.plan = plan;
-        for &t in &new_tasks {
-            debug_assert_eq!(t.index(), self.tasks.len());
-            let route = self.build.route(self.plan.task(t));
-            self.tasks.push(TaskState {
-                status: TaskStatus::Waiting,
-                waiting_on: 0,
-                attempt: 1,
-                previous: None,
-                reruns: 0,
-                run: None,
-                route,
-            });
-            self.counts.waiting += 1;
-        }
+        self.grow(plan, &new_tasks);
         let state = &mut self.tasks[task.index()];
         state.reruns += 1;
         state.previous = Some(run.to_owned());
@@ -1225,20 +1232,7 @@ impl<'a> Execution<'a> {
             }
         };
         tracing::info!(%partition, why, "building here a partition another request did not build");
-        self.plan = plan;
-        for &t in &new_tasks {
-            let route = self.build.route(self.plan.task(t));
-            self.tasks.push(TaskState {
-                status: TaskStatus::Waiting,
-                waiting_on: 0,
-                attempt: 1,
-                previous: None,
-                reruns: 0,
-                run: None,
-                route,
-            });
-            self.counts.waiting += 1;
-        }
+        self.grow(plan, &new_tasks);
         for r in readers {
             if self.plan.connect(producer, r, partition.clone()).is_err() {
                 self.task_failed(r, "", format!("input {partition} closes a cycle"), false)
