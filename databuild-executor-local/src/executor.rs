@@ -102,8 +102,23 @@ impl LocalExecutor {
         self.config.state_dir.join("runs")
     }
 
-    /// Runner mode: the run directory (made exclusively: the launch key that
-    /// survives this process), then the runner, which outlives us.
+    /// Records `job_run_id` as launched by this executor: false when it
+    /// already was.
+    fn remember_launch(&self, job_run_id: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        // As a 64-bit hash: 8 bytes per run for the executor's life.
+        let mut h = std::hash::DefaultHasher::new();
+        job_run_id.hash(&mut h);
+        self.launched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(h.finish())
+    }
+
+    /// Runner mode: the run directory, published whole (made aside as
+    /// `.launch-<id>`, then renamed into place: the launch key that
+    /// survives this process, and never seen half-written), then the
+    /// runner, which outlives us.
     async fn launch_with_runner(
         &self,
         runner: &[String],
@@ -113,18 +128,19 @@ impl LocalExecutor {
         let runs = self.run_dirs();
         let dir = runs.join(&spec.job_run_id);
         let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
-        std::fs::create_dir_all(&runs).map_err(|e| Self::launch_error(spec, io(&runs, e), true))?;
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Self::launch_error(
-                    spec,
-                    "this job run was already launched".into(),
-                    false,
-                ));
-            }
-            Err(e) => return Err(Self::launch_error(spec, io(&dir, e), true)),
+        let already =
+            || Self::launch_error(spec, "this job run was already launched".into(), false);
+        if !self.remember_launch(&spec.job_run_id) || dir.exists() {
+            return Err(already());
         }
+        std::fs::create_dir_all(&runs).map_err(|e| Self::launch_error(spec, io(&runs, e), true))?;
+        // What a launch that died half-way left.
+        let staging = runs.join(format!(".launch-{}", spec.job_run_id));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| Self::launch_error(spec, io(&staging, e), true))?;
         let config_file = dir.join("config.json");
         let mut env: BTreeMap<String, String> = std::env::vars().collect();
         env.extend(launch.env.clone());
@@ -145,18 +161,45 @@ impl LocalExecutor {
             line_cap: self.config.line_cap,
             drain_grace_ms: u64::try_from(self.config.drain_grace.as_millis()).unwrap_or(u64::MAX),
         };
-        let written = std::fs::write(&config_file, encode_config(&spec.config)).and_then(|()| {
-            std::fs::write(
-                dir.join("launch.json"),
-                serde_json::to_vec(&plan).map_err(std::io::Error::other)?,
-            )
-        });
-        written.map_err(|e| Self::launch_error(spec, io(&dir, e), true))?;
+        let written = std::fs::write(staging.join("config.json"), encode_config(&spec.config))
+            .and_then(|()| {
+                std::fs::write(
+                    staging.join("launch.json"),
+                    serde_json::to_vec(&plan).map_err(std::io::Error::other)?,
+                )
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(Self::launch_error(spec, io(&staging, e), true));
+        }
+        // A directory is renamed onto a missing or empty path only; ours are
+        // never empty, so a run directory that exists refuses the rename.
+        if let Err(e) = std::fs::rename(&staging, &dir) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(if dir.exists() {
+                already()
+            } else {
+                Self::launch_error(spec, io(&dir, e), true)
+            });
+        }
+        let (child, pid) = self
+            .start_runner(runner, &dir)
+            .map_err(|reason| Self::launch_error(spec, reason, true))?;
+        Ok(self.watch_runner(
+            spec.job_run_id.clone(),
+            dir,
+            Some(child),
+            format!("runner:{pid}"),
+        ))
+    }
+
+    /// Starts the runner of a published run directory.
+    fn start_runner(&self, runner: &[String], dir: &Path) -> Result<(Child, u32), String> {
         let mut command = Command::new(&runner[0]);
         command
             .args(&runner[1..])
             .arg("run")
-            .arg(&dir)
+            .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -166,22 +209,12 @@ impl LocalExecutor {
             )
             .process_group(0)
             .kill_on_drop(false);
-        let child = command.spawn().map_err(|e| {
-            Self::launch_error(
-                spec,
-                format!("cannot start the runner {:?}: {e}", runner[0]),
-                true,
-            )
-        })?;
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start the runner {:?}: {e}", runner[0]))?;
         let pid = child.id().unwrap_or_default();
-        crate::runner::record_runner(&dir, pid)
-            .map_err(|e| Self::launch_error(spec, io(&dir, e), true))?;
-        Ok(self.watch_runner(
-            spec.job_run_id.clone(),
-            dir,
-            Some(child),
-            format!("runner:{pid}"),
-        ))
+        crate::runner::record_runner(dir, pid).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok((child, pid))
     }
 
     /// Follows a runner-mode run to its end: heartbeats from the job's
@@ -343,21 +376,9 @@ impl Executor for LocalExecutor {
                 .map_err(|e| Self::launch_error(&spec, io(runs_dir, e), true))?;
             self.runs_dir_made.store(true, Ordering::Relaxed);
         }
-        // The launch key: the run's id, recorded before anything starts (as a
-        // 64-bit hash: 8 bytes per run for the executor's life), then its
-        // config file, made exclusively.
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::hash::DefaultHasher::new();
-            spec.job_run_id.hash(&mut h);
-            h.finish()
-        };
-        if !self
-            .launched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key)
-        {
+        // The launch key: the run's id, recorded before anything starts,
+        // then its config file, made exclusively.
+        if !self.remember_launch(&spec.job_run_id) {
             return Err(Self::launch_error(
                 &spec,
                 "this job run was already launched".into(),
@@ -549,6 +570,30 @@ impl Executor for LocalExecutor {
             return Err(ExecutorError::UnknownRun {
                 job_run_id: job_run_id.to_owned(),
             });
+        }
+        // Published, but the orchestrator that launched it died before its
+        // runner started: it is started now, under the same id (the runner's
+        // claim keeps it to one start).
+        let never_started = !dir.join("claim").exists()
+            && !dir.join("runner").exists()
+            && !dir.join("status").exists();
+        if let Some(runner) = self.config.runner.as_deref()
+            && never_started
+            && self.remember_launch(job_run_id)
+        {
+            let (child, pid) =
+                self.start_runner(runner, &dir)
+                    .map_err(|reason| ExecutorError::Launch {
+                        job_run_id: job_run_id.to_owned(),
+                        reason,
+                        retryable: true,
+                    })?;
+            return Ok(self.watch_runner(
+                job_run_id.to_owned(),
+                dir,
+                Some(child),
+                format!("runner:{pid}"),
+            ));
         }
         let handle = format!("run-dir:{}", dir.display());
         Ok(self.watch_runner(job_run_id.to_owned(), dir, None, handle))

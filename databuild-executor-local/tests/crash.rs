@@ -1,14 +1,20 @@
 //! The crash test (issue 4): an orchestrator on the SQLite BEL with the
 //! local executor in runner mode builds 300 process jobs, each appending
-//! one line to a side-effect file; it is killed with SIGKILL at random
-//! moments, at least 10 times, and restarted on the same BEL each time.
-//! Then every partition is available, every job's side effect happened
-//! exactly once, and the log passes the checkers.
+//! one line to a side-effect file; it is killed at least 10 times and
+//! restarted on the same BEL each time, where it resumes the open request
+//! and then asks for everything again. Kills land at random moments
+//! (SIGKILL from this test) and at chosen places, through a failpoint in
+//! the orchestrator process's BEL (it kills itself right after a batch with
+//! `JobScheduled` is stored, or right before one with `JobRunRunning` or
+//! `JobRunSucceeded` is). Then every partition is available, every job's
+//! side effect happened exactly once (each line names its job run id), and
+//! the log passes the checkers.
 //!
 //! The seed is printed; replay one with `DATABUILD_CRASH_SEED=<seed> cargo
 //! test -p databuild-executor-local --test crash`.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use databuild_core::bel::{BelSink, EventFilter};
 use databuild_core::job::ProcessLaunch;
 use databuild_core::proto::PartitionStatus;
 use databuild_core::state::BuildState;
+use databuild_core::testkit::hooked::HookedSink;
 use databuild_core::{
     DataBuildJob, Graph, JobConfig, JobConfigError, JobLabel, Launch, Orchestrator,
     PartitionPattern, PartitionRef,
@@ -28,6 +35,7 @@ use databuild_core::{
 use databuild_executor_local::{LocalConfig, LocalExecutor};
 
 const ROLE: &str = "DATABUILD_CRASH_ORCHESTRATOR";
+const FAILPOINT: &str = "DATABUILD_CRASH_FAILPOINT";
 const WIDTH: usize = 100;
 const LAYERS: [&str; 3] = ["a", "b", "c"];
 
@@ -88,9 +96,14 @@ async fn orchestrate(dir: &Path) -> i32 {
         });
     }
     let state = dir.join("state");
+    let sqlite = Arc::new(SqliteBel::open(dir.join("bel.sqlite")).unwrap());
+    let bel: Arc<dyn BelSink> = match std::env::var(FAILPOINT) {
+        Ok(at) => Arc::new(failpoint(sqlite, &at)),
+        Err(_) => sqlite,
+    };
     let o = Orchestrator::builder()
         .graph(graph.build().unwrap())
-        .bel(Arc::new(SqliteBel::open(dir.join("bel.sqlite")).unwrap()))
+        .bel(bel)
         .executor(Arc::new(LocalExecutor::new(
             LocalConfig::new(&state).runner(vec![env!("CARGO_BIN_EXE_databuild-runner").into()]),
         )))
@@ -101,6 +114,15 @@ async fn orchestrate(dir: &Path) -> i32 {
     let requested: Vec<PartitionRef> = (0..WIDTH)
         .map(|i| PartitionRef::new(format!("c/{i}")).unwrap())
         .collect();
+    // The request the last process left open goes on first.
+    o.load().await.unwrap();
+    for resumed in o.resumed() {
+        let id = resumed.build_request_id().to_owned();
+        match resumed.outcome().await {
+            Ok(outcome) if outcome.succeeded() => {}
+            other => eprintln!("resumed request {id}: {other:?}"),
+        }
+    }
     match o.build(&requested).await {
         Ok(outcome) if outcome.succeeded() => 0,
         Ok(outcome) => {
@@ -114,8 +136,12 @@ async fn orchestrate(dir: &Path) -> i32 {
     }
 }
 
-fn child(dir: &Path) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
+fn child(dir: &Path, failpoint: Option<String>) -> std::process::Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if let Some(at) = failpoint {
+        command.env(FAILPOINT, at);
+    }
+    command
         .args(["crash_test", "--exact", "--test-threads=1", "--nocapture"])
         .env(ROLE, dir)
         .stdout(Stdio::null())
@@ -148,20 +174,33 @@ async fn crash_test() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut kills = 0;
-    let mut done = false;
-    for _ in 0..60 {
+    let mut aborts: BTreeMap<&str, u32> = BTreeMap::new();
+    const KINDS: [&str; 3] = ["job_scheduled", "job_run_running", "job_run_succeeded"];
+    for round in 0..60 {
         if kills >= 12 {
             break;
         }
-        let mut c = child(dir.path());
+        // Every other round crashes at a chosen place, the others at a
+        // random moment.
+        if round % 2 == 1 {
+            let kind = KINDS[(round / 2) % KINDS.len()];
+            let at = format!("{kind}:{}", 1 + next() % 8);
+            let status = child(dir.path(), Some(at)).wait().unwrap();
+            if status.success() {
+                break;
+            }
+            if status.signal() == Some(nix::sys::signal::Signal::SIGKILL as i32) {
+                kills += 1;
+                *aborts.entry(kind).or_default() += 1;
+            }
+            continue;
+        }
+        let mut c = child(dir.path(), None);
         let wait = Duration::from_millis(50 + next() % 400);
         std::thread::sleep(wait);
         match c.try_wait().unwrap() {
             // Everything was built before the kill.
-            Some(status) if status.success() => {
-                done = true;
-                break;
-            }
+            Some(status) if status.success() => break,
             // A build that failed (it found a re-attached run failed) is
             // asked again.
             Some(_) => continue,
@@ -172,12 +211,12 @@ async fn crash_test() {
             }
         }
     }
-    let _ = done;
+    println!("failpoint crashes: {aborts:?}");
     // Then let it finish (a build that found a re-attached run failed is
     // asked again, as a user would).
     let mut finished = false;
     for _ in 0..6 {
-        if child(dir.path()).wait().unwrap().success() {
+        if child(dir.path(), None).wait().unwrap().success() {
             finished = true;
             break;
         }
@@ -224,9 +263,74 @@ async fn crash_test() {
         }
         assert_eq!(runs.len(), 1, "seed {seed}: {outputs} ran {runs:?}");
     }
+    // Resumed requests launched queued and never-launched runs under their
+    // ids and re-attached the others: one run per task.
+    let extra: Vec<String> = state
+        .runs()
+        .filter(|r| r.state != databuild_core::state::RunState::Succeeded)
+        .map(|r| {
+            let kinds: Vec<String> = events
+                .iter()
+                .filter(|e| e.job_run_id == r.job_run_id)
+                .map(|e| format!("{}@{}", e.kind(), e.seq))
+                .collect();
+            format!("{} {:?}: {kinds:?}", r.job_run_id, r.state)
+        })
+        .collect();
+    let why: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind(),
+                "job_failure" | "build_failed" | "job_run_failed" | "job_run_lost" | "job_skipped"
+            )
+        })
+        .map(|e| format!("{}@{} {} {:?}", e.kind(), e.seq, e.job_run_id, e.event))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "seed {seed}: runs that did not build: {extra:#?}\nfailures: {why:#?}"
+    );
+    assert_eq!(state.runs().count(), LAYERS.len() * WIDTH, "seed {seed}");
     println!(
         "{kills} kills, {} requests, {} runs",
         state.requests().count(),
         state.runs().count()
     );
+}
+
+/// The orchestrator process's BEL with a crash point: at the `n`th batch
+/// holding an event of `kind` (`at` is `kind:n`), the process dies right
+/// after the batch is stored (`job_scheduled`) or right before (the
+/// others).
+fn failpoint(sqlite: Arc<SqliteBel>, at: &str) -> HookedSink {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let (kind, n) = at.split_once(':').unwrap();
+    let kind = kind.to_owned();
+    let after = kind == "job_scheduled";
+    let left = AtomicU32::new(n.parse().unwrap());
+    let hit = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&hit);
+    HookedSink::new(sqlite)
+        .before_append(move |batch| {
+            if batch.iter().any(|e| e.kind() == kind) && left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                if !after {
+                    die();
+                }
+                seen.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        })
+        .after_append(move |_| {
+            if hit.load(Ordering::SeqCst) {
+                die();
+            }
+        })
+}
+
+/// The orchestrator process dies as a crash would (no unwinding, no core
+/// file).
+fn die() -> ! {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    unreachable!("SIGKILL cannot be caught")
 }

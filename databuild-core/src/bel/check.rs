@@ -10,17 +10,20 @@
 //! | after | may come |
 //! |---|---|
 //! | (start), `job_graph_emitted`, `analyze_failed` | `analyze_started` |
-//! | `analyze_started` | `partitions_dispatched`, `partition_dispatch_failed`, `job_graph_emitted` |
-//! | `partitions_dispatched` | `job_config_args_validated`, `job_config_args_invalid` |
-//! | `job_config_args_validated` | `job_config_succeeded`, `job_config_run_failed` |
-//! | `job_config_args_invalid`, `job_config_run_failed` | `job_config_failed` |
+//! | `analyze_started` | `partitions_dispatched`, `partition_dispatch_failed`, `job_graph_emitted`, `analyze_failed` |
+//! | `partitions_dispatched` | `job_config_args_validated`, `job_config_args_invalid`, `analyze_failed` |
+//! | `job_config_args_validated` | `job_config_succeeded`, `job_config_run_failed`, `analyze_failed` |
+//! | `job_config_args_invalid`, `job_config_run_failed` | `job_config_failed`, `analyze_failed` |
 //! | `job_config_succeeded` | `partitions_dispatched`, `partition_dispatch_failed`, `cycle_detected`, `job_graph_emitted`, `analyze_failed` |
 //! | `job_config_failed` | `partitions_dispatched`, `analyze_failed` |
 //! | `partition_dispatch_failed`, `cycle_detected` | `analyze_failed` |
 //!
 //! `analyze_failed` after `job_config_succeeded` is the case where another
 //! job of the same wave failed earlier: the wave's events are all written,
-//! in job-label order, before the analysis fails.
+//! in job-label order, before the analysis fails. After the other events of
+//! an open analysis it is an analysis the orchestrator abandoned: it stopped
+//! mid-analysis, and the one that resumed the request closes it before
+//! analysing again.
 
 use std::collections::HashMap;
 
@@ -69,10 +72,21 @@ fn allowed(after: &str) -> &'static [&'static str] {
             "partitions_dispatched",
             "partition_dispatch_failed",
             "job_graph_emitted",
+            "analyze_failed",
         ],
-        "partitions_dispatched" => &["job_config_args_validated", "job_config_args_invalid"],
-        "job_config_args_validated" => &["job_config_succeeded", "job_config_run_failed"],
-        "job_config_args_invalid" | "job_config_run_failed" => &["job_config_failed"],
+        "partitions_dispatched" => &[
+            "job_config_args_validated",
+            "job_config_args_invalid",
+            "analyze_failed",
+        ],
+        "job_config_args_validated" => &[
+            "job_config_succeeded",
+            "job_config_run_failed",
+            "analyze_failed",
+        ],
+        "job_config_args_invalid" | "job_config_run_failed" => {
+            &["job_config_failed", "analyze_failed"]
+        }
         "job_config_succeeded" => &[
             "partitions_dispatched",
             "partition_dispatch_failed",

@@ -20,6 +20,7 @@ use futures::stream::{BoxStream, FuturesUnordered, SelectAll};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::recovery::{Resume, Takeover, outputs};
 use super::run::{Build, Route, Routed, backoff, status_events};
 use super::slots::Grant;
 use super::{BuildError, BuildOutcome, NotBuilt, Orchestrator, TaskEnd};
@@ -33,6 +34,7 @@ use crate::partition::PartitionRef;
 use crate::plan::{JobGraph, TaskId};
 use crate::planner::AnalyzeRequest;
 use crate::proto::{self, CancelSource, FailureStage, PartitionStatus};
+use crate::state::{JobRun, RunState};
 
 /// A message to a live build request.
 #[derive(Debug)]
@@ -73,6 +75,9 @@ struct TaskState {
     reruns: u32,
     /// The queued or running run.
     run: Option<String>,
+    /// Its queued run was scheduled by an orchestrator that stopped before
+    /// launching it: the launch record is written already.
+    scheduled: bool,
     route: Route,
 }
 
@@ -86,6 +91,7 @@ impl TaskState {
             previous: None,
             reruns: 0,
             run: None,
+            scheduled: false,
             route,
         }
     }
@@ -200,6 +206,10 @@ pub(super) struct Execution<'a> {
     updates: SelectAll<BoxStream<'static, (Arc<str>, RunUpdate)>>,
     control: Option<mpsc::UnboundedReceiver<Control>>,
     released: watch::Receiver<u64>,
+    /// A resumed request's open runs, taken over when it starts.
+    takeovers: Vec<Takeover>,
+    /// Its lost runs, which its tasks' next runs follow.
+    lost: Vec<JobRun>,
 }
 
 async fn recv_control(rx: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Option<Control> {
@@ -269,7 +279,121 @@ impl<'a> Execution<'a> {
             delegated_failed: Vec::new(),
             control,
             released: build.inner.slots.subscribe(),
+            takeovers: Vec::new(),
+            lost: Vec::new(),
         }
+    }
+
+    /// Makes this the execution of a resumed request: it takes over
+    /// `takeovers` and follows `lost` when it starts.
+    pub(super) fn take_over(&mut self, takeovers: Vec<Takeover>, lost: Vec<JobRun>) {
+        self.takeovers = takeovers;
+        self.lost = lost;
+    }
+
+    /// The plan's task that `run` ran, when it is still waiting to run
+    /// here.
+    fn task_of(&self, run: &JobRun) -> Option<TaskId> {
+        let outputs = outputs(run);
+        let label = run.task.job.as_ref().map(|j| j.label.as_str());
+        let task = self.plan.producer(outputs.first()?)?;
+        let t = self.plan.task(task);
+        (t.config.outputs == outputs
+            && Some(t.job.as_str()) == label
+            && self.tasks[task.index()].status == TaskStatus::Waiting
+            && self.tasks[task.index()].route.is_ok())
+        .then_some(task)
+    }
+
+    /// A resumed request takes over its open runs (see
+    /// [`super::recovery`]): queued ones go back to the queue, scheduled
+    /// ones never launched go first in it, keeping their ids and launch
+    /// records, and re-attached ones are live again. A run its new plan has
+    /// no task for is cancelled (or, when started, followed to its end
+    /// apart). Tasks whose run was lost run as the next attempt.
+    async fn resume_runs(&mut self, events: &mut Vec<BuildEvent>) -> Result<(), BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        for run in std::mem::take(&mut self.lost) {
+            if let Some(task) = self.task_of(&run) {
+                let state = &mut self.tasks[task.index()];
+                if state.attempt <= run.attempt {
+                    state.attempt = run.attempt + 1;
+                    state.previous = Some(run.job_run_id.clone());
+                }
+            }
+        }
+        let mut apart = Vec::new();
+        for takeover in std::mem::take(&mut self.takeovers) {
+            let Some(task) = self.task_of(&takeover.run) else {
+                apart.push(takeover);
+                continue;
+            };
+            let Takeover { run, how, end } = takeover;
+            let id = run.job_run_id.clone();
+            let waiting = self.tasks[task.index()].waiting_on;
+            if waiting > 0 && !matches!(how, Resume::Attach(_)) {
+                apart.push(Takeover { run, how, end });
+                continue;
+            }
+            let state = &mut self.tasks[task.index()];
+            state.attempt = run.attempt;
+            state.previous = run.previous_job_run_id.clone();
+            state.run = Some(id.clone());
+            state.waiting_on = 0;
+            let routed = match &state.route {
+                Ok(r) => r.clone(),
+                Err(_) => unreachable!("task_of takes routed tasks only"),
+            };
+            self.published.insert(task.index(), end);
+            match how {
+                Resume::Queue => {
+                    self.set_status(task, TaskStatus::Ready);
+                    self.queues[routed.grant.pool].push_back(task);
+                }
+                Resume::Launch => {
+                    self.tasks[task.index()].scheduled = true;
+                    self.set_status(task, TaskStatus::Ready);
+                    self.queues[routed.grant.pool].push_front(task);
+                }
+                Resume::Attach(updates) => {
+                    // It runs whatever the limits say now: it holds slots.
+                    inner.slots.force_acquire(routed.grant);
+                    self.set_status(task, TaskStatus::Running);
+                    let stop = run.kill_requested.then(|| Stop::Cancel {
+                        reason: "a kill asked before the restart".into(),
+                        source: CancelSource::Unspecified,
+                    });
+                    self.runs.insert(
+                        id.clone(),
+                        LiveRun {
+                            task,
+                            executor: routed.executor,
+                            name: routed.name,
+                            grant: routed.grant,
+                            running: run.state == RunState::Running,
+                            last_seen: Instant::now(),
+                            last_seen_ns: inner.clock.now_ns(),
+                            bel_beat: Some(Instant::now()),
+                            launched_seq: inner.lock_state().last_seq(),
+                            stop,
+                        },
+                    );
+                    if let Some(limit) = self.plan.task(task).config.hints.timeout {
+                        self.arm(limit, Timer::Timeout(id.clone()));
+                    }
+                    if routed.heartbeats {
+                        self.arm(inner.settings.liveness_timeout, Timer::Liveness(id.clone()));
+                    }
+                    let tag: Arc<str> = Arc::from(id.as_str());
+                    self.updates
+                        .push(updates.map(move |u| (Arc::clone(&tag), u)).boxed());
+                }
+            }
+        }
+        events.extend(
+            inner.release_takeovers(apart, "the resumed request's plan has no task for it"),
+        );
+        Ok(())
     }
 
     fn set_status(&mut self, task: TaskId, status: TaskStatus) {
@@ -327,6 +451,7 @@ impl<'a> Execution<'a> {
                 ));
             }
         }
+        self.resume_runs(&mut events).await?;
         let mut ready = Vec::new();
         for i in 0..self.tasks.len() {
             if self.tasks[i].status == TaskStatus::Waiting && self.tasks[i].waiting_on == 0 {
@@ -547,24 +672,28 @@ impl<'a> Execution<'a> {
             .clone()
             .unwrap_or_else(|| unreachable!("a queued task has a run"));
         let t = self.plan.task(task);
-        let mut events = vec![self.event(
-            &run,
-            Event::JobScheduled(proto::JobScheduled {
-                job_run_id: run.clone(),
-            }),
-        )];
-        events.extend(status_events(
-            self.build,
-            &run,
-            &t.config.outputs,
-            PartitionStatus::Building,
-        ));
-        events.push(self.event(
-            &run,
-            Event::JobRunConfigValidated(proto::JobRunConfigValidated {}),
-        ));
-        // The launch record is committed before the launch.
-        self.commit(events).await?;
+        if std::mem::take(&mut self.tasks[task.index()].scheduled) {
+            // Resumed: its launch record was committed before the restart.
+        } else {
+            let mut events = vec![self.event(
+                &run,
+                Event::JobScheduled(proto::JobScheduled {
+                    job_run_id: run.clone(),
+                }),
+            )];
+            events.extend(status_events(
+                self.build,
+                &run,
+                &t.config.outputs,
+                PartitionStatus::Building,
+            ));
+            events.push(self.event(
+                &run,
+                Event::JobRunConfigValidated(proto::JobRunConfigValidated {}),
+            ));
+            // The launch record is committed before the launch.
+            self.commit(events).await?;
+        }
         let t = self.plan.task(task);
         let launch = inner
             .graph
@@ -671,6 +800,10 @@ impl<'a> Execution<'a> {
         live.last_seen_ns = inner.clock.now_ns();
         match update {
             RunUpdate::Running { handle } => {
+                if live.running {
+                    // Re-attached: `JobRunRunning` is in the log already.
+                    return Ok(());
+                }
                 live.running = true;
                 // `Running` is the first sign of life in the log; the first
                 // heartbeat event comes one interval later.
@@ -705,6 +838,17 @@ impl<'a> Execution<'a> {
                     .runs
                     .remove(&run)
                     .unwrap_or_else(|| unreachable!("looked up above"));
+                if !live.running {
+                    // A re-attached run that ended while nobody watched.
+                    self.commit(vec![self.event(
+                        &run,
+                        Event::JobRunRunning(proto::JobRunRunning {
+                            executor: live.name.to_string(),
+                            handle: "re-attached".into(),
+                        }),
+                    )])
+                    .await?;
+                }
                 inner.slots.release(live.grant);
                 let executor = Arc::clone(&live.executor);
                 self.on_exit(&run, live, outcome).await?;
@@ -1176,7 +1320,6 @@ impl<'a> Execution<'a> {
     /// failing on its own (it never started, was lost, or was cancelled):
     /// then building it here is what the waiter wants, not a failure.
     fn unbuilt_elsewhere(&self, partition: &PartitionRef) -> bool {
-        use crate::state::RunState;
         let state = self.build.inner.lock_state();
         let Some(entry) = state.partition(partition) else {
             return true;
@@ -1401,16 +1544,15 @@ impl<'a> Execution<'a> {
                 }),
             ));
         }
-        // graph.build draws job failure -> job cancels -> build failed, so
-        // fail-fast records the cancels even when nothing else runs.
-        if !running.is_empty() || matches!(self.ending, Some(Ending::FailFast(_))) {
-            events.push(self.event(
-                "",
-                Event::JobCancels(proto::JobCancels {
-                    job_run_ids: running.clone(),
-                }),
-            ));
-        }
+        // graph.build draws job failure -> job cancels -> build failed; the
+        // cancels are recorded even when nothing else runs, so that an
+        // orchestrator restarting on the log knows the request was ending.
+        events.push(self.event(
+            "",
+            Event::JobCancels(proto::JobCancels {
+                job_run_ids: running.clone(),
+            }),
+        ));
         for r in &running {
             events.push(self.event(
                 r,

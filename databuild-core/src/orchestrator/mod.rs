@@ -149,7 +149,13 @@ pub(crate) struct Inner {
     /// Partitions a live request is building, and how their task ends: what
     /// another request that needs one waits on (delegation).
     pub(crate) building: Arc<Mutex<Building>>,
+    /// Requests resumed at load, not yet handed out by
+    /// [`Orchestrator::resumed`].
+    pub(crate) resumed: Mutex<Vec<(String, BuildTask)>>,
 }
+
+/// A build request's task.
+pub(crate) type BuildTask = tokio::task::JoinHandle<Result<BuildOutcome, BuildError>>;
 
 /// Partitions live requests are building (queued or running), with the
 /// end of their tasks.
@@ -175,10 +181,15 @@ pub(crate) enum TaskEnd {
 struct Catalog {
     state: Arc<Mutex<BuildState>>,
     building: Arc<Mutex<Building>>,
+    /// Partitions of runs a resumed request takes over: its own to plan.
+    own: std::collections::HashSet<PartitionRef>,
 }
 
 impl Availability for Catalog {
     fn status(&self, partition: &PartitionRef) -> PartitionStatusView {
+        if self.own.contains(partition) {
+            return PartitionStatusView::Missing;
+        }
         let status = self
             .state
             .lock()
@@ -209,12 +220,30 @@ impl Orchestrator {
     }
 
     /// Rebuilds the build state (the partition catalog, runs, requests)
-    /// from the BEL, if that was not done yet, and closes what a previous
-    /// orchestrator on the same BEL left unfinished. Every operation that
-    /// needs the state does this first; calling it early makes
-    /// [`state`](Self::state) reflect the log at once.
+    /// from the BEL, if that was not done yet, and takes up what a previous
+    /// orchestrator on the same BEL left unfinished: its open build
+    /// requests are resumed ([`resumed`](Self::resumed) hands them out),
+    /// their runs re-queued, launched under their ids, re-attached or
+    /// declared lost (DESIGN.md "Exactly-once launch, re-entrance"). Every
+    /// operation that needs the state does this first; calling it early
+    /// makes [`state`](Self::state) reflect the log at once.
     pub async fn load(&self) -> Result<(), BuildError> {
         self.inner.ensure_loaded().await
+    }
+
+    /// The build requests a previous orchestrator on the same BEL left
+    /// running, resumed by [`load`](Self::load): each goes on under its own id and options,
+    /// taking over its queued and started runs. Each is handed out once;
+    /// a resumed request runs to its end whether or not anyone waits on it.
+    pub fn resumed(&self) -> Vec<BuildHandle> {
+        std::mem::take(&mut *self.inner.resumed())
+            .into_iter()
+            .map(|(build_request_id, task)| BuildHandle {
+                orchestrator: self.clone(),
+                build_request_id,
+                task,
+            })
+            .collect()
     }
 
     /// Marks partitions invalid: the next request that needs one rebuilds
@@ -268,7 +297,7 @@ impl Orchestrator {
         BuildHandle {
             orchestrator: self.clone(),
             build_request_id,
-            task: tokio::spawn(build.run()),
+            task: build.spawn(),
         }
     }
 
@@ -329,6 +358,14 @@ impl Orchestrator {
     }
 
     pub(crate) fn planner(inner: &Inner) -> Planner {
+        Self::planner_with(inner, std::collections::HashSet::new())
+    }
+
+    /// A planner that plans `own` as missing whatever the catalog says.
+    pub(crate) fn planner_with(
+        inner: &Inner,
+        own: std::collections::HashSet<PartitionRef>,
+    ) -> Planner {
         Planner::new(Arc::clone(&inner.graph))
             .with_bel(Arc::clone(&inner.bel))
             .with_clock(Arc::clone(&inner.clock))
@@ -336,6 +373,7 @@ impl Orchestrator {
             .with_availability(Arc::new(Catalog {
                 state: Arc::clone(&inner.state),
                 building: Arc::clone(&inner.building),
+                own,
             }))
     }
 }
@@ -384,6 +422,10 @@ impl Inner {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Control>>> {
         self.controls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn resumed(&self) -> std::sync::MutexGuard<'_, Vec<(String, BuildTask)>> {
+        self.resumed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn building(&self) -> std::sync::MutexGuard<'_, Building> {
@@ -524,6 +566,7 @@ impl OrchestratorBuilder {
                 controls: Mutex::default(),
                 loaded: tokio::sync::OnceCell::new(),
                 building: Arc::default(),
+                resumed: Mutex::default(),
             }),
         })
     }
@@ -534,7 +577,7 @@ impl OrchestratorBuilder {
 pub struct BuildHandle {
     orchestrator: Orchestrator,
     build_request_id: String,
-    task: tokio::task::JoinHandle<Result<BuildOutcome, BuildError>>,
+    task: BuildTask,
 }
 
 impl BuildHandle {

@@ -1,37 +1,71 @@
 //! What an orchestrator finds open in the log when it starts: the runs and
 //! requests of a previous orchestrator that stopped (seed 000's job
-//! re-entrance).
+//! re-entrance, DESIGN.md "Exactly-once launch, re-entrance").
 //!
-//! Open requests fail: their callers are gone. Queued runs are cancelled.
-//! Started runs are asked of the executor: one that can recover them (the
-//! local executor's runner mode, where runs outlive the orchestrator) lists
-//! them, and each is re-attached, running or already ended, and adopted: its
-//! remaining events are recorded as it goes, and a new request that needs
-//! its outputs waits for it instead of building them again. A run the
-//! executor does not know never started, or cannot be followed: it is Lost,
-//! its `Building` partitions become `Failed`, and the next request builds
-//! them with a new run. No job run id is launched twice.
+//! Open requests go on: each is resumed under its id with its options,
+//! planned again against the catalog, and takes over its open runs. A run
+//! only queued goes back to the queue under the slot limits (a restart
+//! never launches a burst). A scheduled run the executor never launched is
+//! launched under the same id. A started run the executor can recover (the
+//! local executor's runner mode, where runs outlive the orchestrator) is
+//! re-attached, running or already ended. A run nobody can follow is Lost,
+//! its `Building` partitions become `Failed`, and its task runs again as the
+//! next attempt. Unconfirmed kills are sent again.
+//!
+//! A request that had begun to end (fail fast or a cancel: `JobCancels`) is
+//! closed: its queued runs are cancelled, its started runs re-attached and
+//! followed to their end (and stopped, when a kill was asked), and the
+//! request fails. No job run id is launched twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use super::run::Build;
 use super::{BuildError, Inner, TaskEnd};
 use crate::bel::{BuildEvent, Event};
-use crate::executor::{ExitStatus, Outcome, RunUpdate, RunUpdates};
+use crate::executor::{Executor, ExitStatus, Outcome, RunUpdate, RunUpdates};
+use crate::job::Launch;
 use crate::job::protocol::MissingDeps;
 use crate::partition::PartitionRef;
 use crate::proto::{self, CancelSource, FailureStage, PartitionStatus};
-use crate::state::{JobRun, RequestState, RunState};
+use crate::state::{BuildRequest, JobRun, RunState};
 
 const WHY: &str = "the orchestrator that ran it stopped before it ended";
 
+/// An open run a resumed request takes over.
+pub(super) struct Takeover {
+    pub(super) run: JobRun,
+    pub(super) how: Resume,
+    /// The end of the run's task, registered for other requests that wait
+    /// on its outputs.
+    pub(super) end: Arc<watch::Sender<TaskEnd>>,
+}
+
+/// How a resumed request takes over a run.
+pub(super) enum Resume {
+    /// Only queued: back to the queue.
+    Queue,
+    /// Scheduled and never launched: launch it under the same id.
+    Launch,
+    /// Started, and known to the executor: its updates from now on.
+    Attach(RunUpdates),
+}
+
+/// An open request to resume, and what it takes over.
+pub(super) struct Resumption {
+    pub(super) request: BuildRequest,
+    pub(super) takeovers: Vec<Takeover>,
+    /// Its runs that were lost: their tasks' next runs follow them.
+    pub(super) lost: Vec<JobRun>,
+}
+
 impl Inner {
-    /// Closes or adopts what a previous orchestrator left open.
+    /// Closes, resumes or adopts what a previous orchestrator left open.
     pub(crate) async fn recover(self: &Arc<Self>) -> Result<(), BuildError> {
-        let open: Vec<JobRun> = {
+        let (open, requests): (Vec<JobRun>, Vec<BuildRequest>) = {
             let state = self.lock_state();
             let mut runs: Vec<JobRun> = state
                 .runs()
@@ -39,41 +73,30 @@ impl Inner {
                 .cloned()
                 .collect();
             runs.sort_by(|a, b| a.job_run_id.cmp(&b.job_run_id));
-            runs
+            let requests = state
+                .requests()
+                .filter(|r| !r.is_terminal())
+                .cloned()
+                .collect();
+            (runs, requests)
         };
-        // Runs the executor still knows, running or ended meanwhile.
-        let mut known: HashMap<String, bool> = HashMap::new();
-        if let Some(executor) = &self.executor
-            && executor.info().capabilities.can_recover
-            && open
-                .iter()
-                .any(|r| matches!(r.state, RunState::Scheduled | RunState::Running))
-        {
-            match executor.list_runs().await {
-                Ok(runs) => {
-                    // Runs the log already ended were recorded before the
-                    // last orchestrator could say so: let them go.
-                    let ended: Vec<String> = {
-                        let state = self.lock_state();
-                        runs.iter()
-                            .filter(|r| {
-                                state
-                                    .run(&r.job_run_id)
-                                    .is_some_and(|s| s.state.is_terminal())
-                            })
-                            .map(|r| r.job_run_id.clone())
-                            .collect()
-                    };
-                    for id in ended {
-                        let _ = executor.forget(&id).await;
-                    }
-                    known.extend(runs.into_iter().map(|r| (r.job_run_id, r.running)));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "listing the runs that outlived the last orchestrator failed")
-                }
-            }
-        }
+        // Runs the executor still knows, running or ended meanwhile (`None`
+        // when it cannot say).
+        let known = self.surviving_runs(&open).await;
+        let mut resumptions: HashMap<String, Resumption> = requests
+            .iter()
+            .filter(|r| !r.stopping)
+            .map(|r| {
+                (
+                    r.build_request_id.clone(),
+                    Resumption {
+                        request: r.clone(),
+                        takeovers: Vec::new(),
+                        lost: Vec::new(),
+                    },
+                )
+            })
+            .collect();
         let now = self.clock.now_ns();
         let mut events = Vec::new();
         let mut adopt: Vec<(JobRun, RunUpdates)> = Vec::new();
@@ -83,28 +106,59 @@ impl Inner {
                     .for_request(&run.started_by)
                     .for_job_run(&run.job_run_id)
             };
+            let executor = self.executor_of(&run);
+            let resumed = resumptions.get_mut(&run.started_by);
             match run.state {
-                RunState::Queued => events.push(ev(Event::JobRunCanceled(proto::JobRunCanceled {
-                    reason: WHY.into(),
-                    source: CancelSource::Shutdown as i32,
-                }))),
+                RunState::Queued => match resumed {
+                    Some(r) => {
+                        r.takeovers.push(Takeover::new(run, Resume::Queue));
+                        continue;
+                    }
+                    None => events.push(ev(Event::JobRunCanceled(proto::JobRunCanceled {
+                        reason: WHY.into(),
+                        source: CancelSource::Shutdown as i32,
+                    }))),
+                },
                 RunState::Scheduled | RunState::Running => {
-                    if known.contains_key(&run.job_run_id)
-                        && let Some(executor) = &self.executor
-                    {
-                        match executor.reattach(&run.job_run_id).await {
-                            Ok(updates) => {
-                                adopt.push((run, updates));
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::warn!(job_run_id = %run.job_run_id, error = %e, "re-attaching failed");
+                    let listed = known
+                        .as_ref()
+                        .map(|k| k.contains(&run.job_run_id))
+                        .filter(|_| executor.is_some());
+                    match (listed, executor, resumed) {
+                        (Some(true), Some(executor), resumed) => {
+                            match executor.reattach(&run.job_run_id).await {
+                                Ok(updates) => {
+                                    if run.kill_requested {
+                                        let _ = executor.cancel(&run.job_run_id, WHY).await;
+                                    }
+                                    match resumed {
+                                        Some(r) => r
+                                            .takeovers
+                                            .push(Takeover::new(run, Resume::Attach(updates))),
+                                        None => adopt.push((run, updates)),
+                                    }
+                                    continue;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(job_run_id = %run.job_run_id, error = %e, "re-attaching failed");
+                                }
                             }
                         }
+                        // Written ahead, never launched: launched now, same id.
+                        (Some(false), Some(_), Some(r))
+                            if run.state == RunState::Scheduled && !run.kill_requested =>
+                        {
+                            r.takeovers.push(Takeover::new(run, Resume::Launch));
+                            continue;
+                        }
+                        _ => {}
                     }
                     events.push(ev(Event::JobRunLost(proto::JobRunLost {
                         last_seen_ns: run.last_seen_ns,
                     })));
+                    if let Some(r) = resumptions.get_mut(&run.started_by) {
+                        r.lost.push(run.clone());
+                    }
                 }
                 RunState::TaskSucceeded => {
                     events.push(ev(Event::JobRunMetadataFailed(
@@ -124,40 +178,46 @@ impl Inner {
             }
             events.extend(self.failed_outputs(&run, now));
         }
-        let open_requests: Vec<String> = {
-            let state = self.lock_state();
-            let mut ids: Vec<String> = state
-                .requests()
-                .filter(|r| {
-                    !matches!(
-                        r.state,
-                        RequestState::Succeeded | RequestState::Failed | RequestState::Canceled
-                    )
-                })
-                .map(|r| r.build_request_id.clone())
-                .collect();
-            ids.sort_unstable();
-            ids
-        };
-        for id in open_requests {
+        let mut closed: Vec<&BuildRequest> = requests.iter().filter(|r| r.stopping).collect();
+        closed.sort_by(|a, b| a.build_request_id.cmp(&b.build_request_id));
+        for r in closed {
+            let id = &r.build_request_id;
             events.push(
                 BuildEvent::at(
                     now,
                     Event::BuildFailed(proto::BuildFailed {
-                        reason: format!("{WHY} (request {id})"),
+                        reason: format!("{WHY} while the request was ending (request {id})"),
                     }),
                 )
-                .for_request(&id),
+                .for_request(id),
             );
         }
-        if !events.is_empty() || !adopt.is_empty() {
+        let resumed = resumptions
+            .values()
+            .filter(|r| !r.takeovers.is_empty())
+            .count();
+        if !events.is_empty() || !adopt.is_empty() || !resumptions.is_empty() {
             tracing::warn!(
                 closed = events.len(),
                 adopted = adopt.len(),
+                requests = resumptions.len(),
+                with_runs = resumed,
                 "recovering what the last orchestrator left open"
             );
         }
         self.commit(events).await?;
+        // What resumed requests take over is being built: other requests
+        // (resumed ones too) wait on it from now on.
+        {
+            let mut building = self.building();
+            for r in resumptions.values() {
+                for t in &r.takeovers {
+                    for o in outputs(&t.run) {
+                        building.insert(o, Arc::clone(&t.end));
+                    }
+                }
+            }
+        }
         for (run, updates) in adopt {
             let end = Arc::new(watch::channel(TaskEnd::Pending).0);
             {
@@ -168,7 +228,108 @@ impl Inner {
             }
             tokio::spawn(Arc::clone(self).follow(run, updates, end));
         }
+        let mut resumptions: Vec<Resumption> = resumptions.into_values().collect();
+        resumptions.sort_by(|a, b| a.request.build_request_id.cmp(&b.request.build_request_id));
+        for r in resumptions {
+            let build = Build::resume(Arc::clone(self), r);
+            let id = build.id.clone();
+            let task = build.spawn();
+            self.resumed().push((id, task));
+        }
         Ok(())
+    }
+
+    /// Lets go of takeovers a resumed request does not take: queued and
+    /// never-launched runs are cancelled (the events to commit are
+    /// returned), re-attached ones followed to their end apart.
+    pub(super) fn release_takeovers(
+        self: &Arc<Self>,
+        takeovers: Vec<Takeover>,
+        why: &str,
+    ) -> Vec<BuildEvent> {
+        let now = self.clock.now_ns();
+        let mut events = Vec::new();
+        for Takeover { run, how, end } in takeovers {
+            match how {
+                Resume::Attach(updates) => {
+                    tokio::spawn(Arc::clone(self).follow(run, updates, end));
+                }
+                Resume::Queue | Resume::Launch => {
+                    events.push(
+                        BuildEvent::at(
+                            now,
+                            Event::JobRunCanceled(proto::JobRunCanceled {
+                                reason: why.to_owned(),
+                                source: CancelSource::Shutdown as i32,
+                            }),
+                        )
+                        .for_request(&run.started_by)
+                        .for_job_run(&run.job_run_id),
+                    );
+                    events.extend(self.failed_outputs(&run, now));
+                    let mut building = self.building();
+                    for o in outputs(&run) {
+                        if building.get(&o).is_some_and(|s| Arc::ptr_eq(s, &end)) {
+                            building.remove(&o);
+                        }
+                    }
+                    drop(building);
+                    end.send_replace(TaskEnd::Failed(why.to_owned()));
+                }
+            }
+        }
+        events
+    }
+
+    /// The runs the executor still knows among `open`'s started ones, or
+    /// `None` when it cannot say (it cannot recover runs, or listing failed).
+    async fn surviving_runs(&self, open: &[JobRun]) -> Option<HashSet<String>> {
+        let executor = self.executor.as_ref()?;
+        if !executor.info().capabilities.can_recover {
+            return None;
+        }
+        if !open
+            .iter()
+            .any(|r| matches!(r.state, RunState::Scheduled | RunState::Running))
+        {
+            return Some(HashSet::new());
+        }
+        match executor.list_runs().await {
+            Ok(runs) => {
+                // Runs the log already ended were recorded before the last
+                // orchestrator could say so: let them go.
+                let ended: Vec<String> = {
+                    let state = self.lock_state();
+                    runs.iter()
+                        .filter(|r| {
+                            state
+                                .run(&r.job_run_id)
+                                .is_some_and(|s| s.state.is_terminal())
+                        })
+                        .map(|r| r.job_run_id.clone())
+                        .collect()
+                };
+                for id in ended {
+                    let _ = executor.forget(&id).await;
+                }
+                Some(runs.into_iter().map(|r| r.job_run_id).collect())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the runs that outlived the last orchestrator failed");
+                None
+            }
+        }
+    }
+
+    /// The executor that can recover `run`: the configured one, for a
+    /// process job it can recover (in-process runs die with their
+    /// orchestrator).
+    fn executor_of(&self, run: &JobRun) -> Option<&Arc<dyn Executor>> {
+        let job = run.task.job.as_ref()?;
+        let in_process = matches!(self.graph.job(&job.label)?.launch(), Launch::InProcess(_));
+        self.executor
+            .as_ref()
+            .filter(|e| !in_process && e.info().capabilities.can_recover)
     }
 
     /// `Failed` for each output the run was building.
@@ -198,7 +359,7 @@ impl Inner {
 
     /// Records an adopted run's events until it ends, then tells whoever
     /// waits on its outputs.
-    async fn follow(
+    pub(super) async fn follow(
         self: Arc<Self>,
         run: JobRun,
         mut updates: RunUpdates,
@@ -344,8 +505,18 @@ impl Inner {
     }
 }
 
+impl Takeover {
+    fn new(run: JobRun, how: Resume) -> Self {
+        Self {
+            run,
+            how,
+            end: Arc::new(watch::channel(TaskEnd::Pending).0),
+        }
+    }
+}
+
 /// The outputs of a run's task.
-fn outputs(run: &JobRun) -> Vec<PartitionRef> {
+pub(super) fn outputs(run: &JobRun) -> Vec<PartitionRef> {
     run.task
         .config
         .as_ref()

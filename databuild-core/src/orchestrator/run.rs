@@ -1,11 +1,13 @@
 //! One build request, from receipt to its plan and routes; the run of the
 //! plan is [`super::execution`].
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use super::execution::{Control, Execution};
+use super::recovery::Resumption;
 use super::slots::Grant;
 use super::{BuildError, BuildOptions, BuildOutcome, Inner, Orchestrator};
 use crate::bel::{BuildEvent, Event};
@@ -15,6 +17,7 @@ use crate::partition::PartitionRef;
 use crate::plan::Task;
 use crate::planner::AnalyzeRequest;
 use crate::proto::{self, PartitionStatus};
+use crate::state::RequestState;
 
 /// Where a task runs and what it holds while it does.
 #[derive(Debug, Clone)]
@@ -39,6 +42,9 @@ pub(super) struct Build {
     /// The executors' descriptions, asked once per request.
     process_info: Option<ExecutorInfo>,
     in_process_info: ExecutorInfo,
+    /// What a request resumed after a restart takes over (in a mutex so
+    /// that `&Build` is `Send`: run updates are not `Sync`).
+    resumption: std::sync::Mutex<Option<Resumption>>,
 }
 
 impl Drop for Build {
@@ -65,6 +71,25 @@ impl Build {
             options,
             id,
             control: Some(rx),
+            resumption: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A request a previous orchestrator left open, under its id and
+    /// options, registered so that it can be cancelled.
+    pub(super) fn resume(inner: Arc<Inner>, resumption: Resumption) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = resumption.request.build_request_id.clone();
+        inner.controls().insert(id.clone(), tx);
+        Self {
+            process_info: inner.executor.as_ref().map(|e| e.info()),
+            in_process_info: inner.in_process.info(),
+            requested: resumption.request.requested.clone(),
+            options: resumption.request.options,
+            inner,
+            id,
+            control: Some(rx),
+            resumption: std::sync::Mutex::new(Some(resumption)),
         }
     }
 
@@ -80,34 +105,92 @@ impl Build {
             .await
     }
 
-    pub(super) async fn run(mut self) -> Result<BuildOutcome, BuildError> {
+    /// Runs the request on a task of its own. (A plain function, so the
+    /// orchestrator's load, which resumes requests, need not know the
+    /// type of [`run`](Self::run)'s future.)
+    pub(super) fn spawn(self) -> super::BuildTask {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(mut self) -> Result<BuildOutcome, BuildError> {
         self.inner.ensure_loaded().await?;
-        let refs: Vec<proto::PartitionRef> =
-            self.requested.iter().map(PartitionRef::to_proto).collect();
-        self.inner
-            .commit(vec![
-                self.event(
-                    "",
-                    Event::BuildRequestReceived(proto::BuildRequestReceived {
-                        requested: refs,
-                        options: Some(proto::BuildOptions {
-                            force: self.options.force,
-                            keep_going: self.options.keep_going,
-                        }),
+        let resumption = self
+            .resumption
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let from = resumption.as_ref().map(|r| r.request.state);
+        let mut events = Vec::new();
+        if from.is_none() {
+            let refs: Vec<proto::PartitionRef> =
+                self.requested.iter().map(PartitionRef::to_proto).collect();
+            events.push(self.event(
+                "",
+                Event::BuildRequestReceived(proto::BuildRequestReceived {
+                    requested: refs,
+                    options: Some(proto::BuildOptions {
+                        force: self.options.force,
+                        keep_going: self.options.keep_going,
                     }),
-                ),
-                self.event("", Event::BuildPlanning(proto::BuildPlanning {})),
-            ])
-            .await?;
-        let request = AnalyzeRequest::new(self.requested.iter().cloned())
+                }),
+            ));
+        }
+        if resumption.as_ref().is_some_and(|r| r.request.analyzing) {
+            events.push(self.event(
+                "",
+                Event::AnalyzeFailed(proto::AnalyzeFailed {
+                    reason: "abandoned: the orchestrator stopped during the analysis".into(),
+                }),
+            ));
+        }
+        if matches!(from, None | Some(RequestState::Received)) {
+            events.push(self.event("", Event::BuildPlanning(proto::BuildPlanning {})));
+        }
+        self.inner.commit(events).await?;
+        // A resumed request plans again: what it already built is skipped
+        // (even when forced), and the outputs of the runs it takes over are
+        // planned as its own tasks.
+        let (own, requested) = match &resumption {
+            None => (HashSet::new(), self.requested.clone()),
+            Some(r) => {
+                let own: HashSet<PartitionRef> = r
+                    .takeovers
+                    .iter()
+                    .flat_map(|t| super::recovery::outputs(&t.run))
+                    .collect();
+                let state = self.inner.lock_state();
+                let requested = self
+                    .requested
+                    .iter()
+                    .filter(|p| {
+                        !self.options.force
+                            || !state.partition(p).is_some_and(|e| {
+                                e.status == PartitionStatus::Available
+                                    && state
+                                        .run(&e.job_run_id)
+                                        .is_some_and(|run| run.started_by == self.id)
+                            })
+                    })
+                    .cloned()
+                    .collect();
+                (own, requested)
+            }
+        };
+        let request = AnalyzeRequest::new(requested)
             .with_build_request_id(self.id.clone())
             .force(self.options.force);
-        let plan = match Orchestrator::planner(&self.inner)
+        let plan = match Orchestrator::planner_with(&self.inner, own)
             .analyze_request(&request)
             .await
         {
             Ok(plan) => plan,
             Err(e) => {
+                if let Some(r) = resumption {
+                    let events = self
+                        .inner
+                        .release_takeovers(r.takeovers, "the resumed request could not be planned");
+                    self.inner.commit(events).await?;
+                }
                 self.fail(format!("analysis failed: {e}")).await?;
                 return Err(e.into());
             }
@@ -137,21 +220,33 @@ impl Build {
                 )])
                 .await?;
             if !self.options.keep_going {
+                if let Some(r) = resumption {
+                    let events = self
+                        .inner
+                        .release_takeovers(r.takeovers, "the resumed request is unschedulable");
+                    self.inner.commit(events).await?;
+                }
                 let err = BuildError::Unschedulable { tasks: listed };
                 self.fail(err.to_string()).await?;
                 return Err(err);
             }
         }
-        self.inner
-            .commit(vec![self.event(
-                "",
-                Event::BuildExecuting(proto::BuildExecuting {
-                    plan_digest: plan.digest(),
-                }),
-            )])
-            .await?;
+        if from != Some(RequestState::Executing) {
+            self.inner
+                .commit(vec![self.event(
+                    "",
+                    Event::BuildExecuting(proto::BuildExecuting {
+                        plan_digest: plan.digest(),
+                    }),
+                )])
+                .await?;
+        }
         let control = self.control.take();
-        Execution::new(&self, plan, routes, control).run().await
+        let mut execution = Execution::new(&self, plan, routes, control);
+        if let Some(r) = resumption {
+            execution.take_over(r.takeovers, r.lost);
+        }
+        execution.run().await
     }
 
     /// Where `task` runs: in-process jobs on the built-in executor, others

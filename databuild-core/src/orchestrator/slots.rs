@@ -115,6 +115,16 @@ impl Slots {
         true
     }
 
+    /// Takes `grant`'s slots whatever is free: a run re-attached after a
+    /// restart is running already.
+    pub(crate) fn force_acquire(&self, grant: Grant) {
+        let mut usage = self.usage();
+        if grant.pool != 0 {
+            usage.used[grant.pool] += grant.slots;
+        }
+        usage.running += 1;
+    }
+
     /// Gives `grant`'s slots back and wakes waiting requests.
     pub(crate) fn release(&self, grant: Grant) {
         {

@@ -136,8 +136,25 @@ pub struct BuildRequest {
     pub build_request_id: String,
     /// What it asked for.
     pub requested: Vec<PartitionRef>,
+    /// Its options.
+    pub options: crate::orchestrator::BuildOptions,
     /// Where it is.
     pub state: RequestState,
+    /// It began to end early (`JobCancels`: fail fast or a cancel) before
+    /// its end was recorded.
+    pub stopping: bool,
+    /// An analysis for it is open (started, neither emitted nor failed).
+    pub analyzing: bool,
+}
+
+impl BuildRequest {
+    /// Whether it ended.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.state,
+            RequestState::Succeeded | RequestState::Failed | RequestState::Canceled
+        )
+    }
 }
 
 /// A partition in the catalog.
@@ -452,6 +469,18 @@ impl BuildState {
                     RequestState::Canceled,
                 );
             }
+            Event::JobCancels(_) => {
+                if let Some(request) = self.requests.get_mut(&e.build_request_id) {
+                    request.stopping = true;
+                }
+                return Ok(());
+            }
+            Event::AnalyzeStarted(_) | Event::JobGraphEmitted(_) | Event::AnalyzeFailed(_) => {
+                if let Some(request) = self.requests.get_mut(&e.build_request_id) {
+                    request.analyzing = matches!(event, Event::AnalyzeStarted(_));
+                }
+                return Ok(());
+            }
             // Analysis, scheduling summaries, delegation and health change
             // nothing here (the analysis table is `bel::check`).
             _ => return Ok(()),
@@ -596,7 +625,14 @@ impl BuildState {
             BuildRequest {
                 build_request_id: e.build_request_id.clone(),
                 requested,
+                options: r.options.map_or_else(Default::default, |o| {
+                    crate::orchestrator::BuildOptions::default()
+                        .force(o.force)
+                        .keep_going(o.keep_going)
+                }),
                 state: RequestState::Received,
+                stopping: false,
+                analyzing: false,
             },
         );
         Ok(())

@@ -4,6 +4,8 @@
 //! - [`executor`]: checks every [`Executor`](crate::Executor) must pass. A
 //!   backend's `tests/` implements [`executor::ExecutorHarness`] and calls
 //!   [`executor::run_all`].
+//! - [`hooked`]: a sink wrapper that fails appends or stops the process at
+//!   chosen batches, for fault and crash tests.
 //! - [`scripted`]: a test-driven executor for orchestrator tests; it passes
 //!   the executor suite too.
 //! - [`sink`]: checks every [`BelSink`](crate::BelSink) must pass. A sink's
@@ -15,5 +17,6 @@
 //! added as the contract is sharpened.
 
 pub mod executor;
+pub mod hooked;
 pub mod scripted;
 pub mod sink;

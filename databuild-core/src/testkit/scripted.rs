@@ -17,7 +17,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::executor::{
     Capabilities, Executor, ExecutorError, ExecutorInfo, ExitStatus, JobRunSpec, Outcome,
-    RunUpdate, RunUpdates,
+    RunUpdate, RunUpdates, SurvivingRun,
 };
 use crate::job::protocol::MissingDeps;
 use crate::proto::FailureStage;
@@ -89,6 +89,10 @@ struct Inner {
     auto: Option<Box<AutoScript>>,
     confirm_cancels: bool,
     info: ExecutorInfo,
+    /// Runs that outlived an earlier orchestrator: `None` still running,
+    /// else how they ended meanwhile.
+    survivors: HashMap<String, Option<Outcome>>,
+    reattached: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -170,6 +174,30 @@ impl ScriptedExecutor {
         self
     }
 
+    /// Makes the executor one that recovers runs (`can_recover`), with
+    /// `runs` as the runs that outlived an earlier orchestrator: each is
+    /// listed by [`Executor::list_runs`] and can be re-attached once, and is
+    /// still running (`None`; the test then drives it with
+    /// [`control`](Self::control)) or ended meanwhile with the outcome
+    /// given. Launching one of their ids is refused, as a launch of a run
+    /// already launched.
+    #[must_use]
+    pub fn survivors(mut self, runs: impl IntoIterator<Item = (String, Option<Outcome>)>) -> Self {
+        let inner = Self::inner_mut(&mut self);
+        inner.info.capabilities = inner.info.capabilities.with_recover(true);
+        inner.survivors.extend(runs);
+        self
+    }
+
+    /// Every job run id re-attached, in order.
+    pub fn reattached(&self) -> Vec<String> {
+        self.inner
+            .reattached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn inner_mut(this: &mut Self) -> &mut Inner {
         Arc::get_mut(&mut this.inner)
             .unwrap_or_else(|| panic!("set options before the executor is shared"))
@@ -186,6 +214,8 @@ impl ScriptedExecutor {
                 auto,
                 confirm_cancels,
                 info: ExecutorInfo::new("scripted", Capabilities::default().with_cancel(true)),
+                survivors: HashMap::new(),
+                reattached: Mutex::default(),
             }),
         }
     }
@@ -313,7 +343,9 @@ impl Executor for ScriptedExecutor {
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut runs = self.inner.runs();
-            if runs.contains_key(&spec.job_run_id) {
+            if runs.contains_key(&spec.job_run_id)
+                || self.inner.survivors.contains_key(&spec.job_run_id)
+            {
                 return Err(ExecutorError::Launch {
                     job_run_id: spec.job_run_id,
                     reason: "this job run was already launched".to_owned(),
@@ -345,6 +377,64 @@ impl Executor for ScriptedExecutor {
             Script::Hang | Script::Refuse { .. } => {}
             Script::Manual => {
                 let _ = self.inner.handoff_tx.send(ScriptedRun { spec, control });
+            }
+        }
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn list_runs(&self) -> Result<Vec<SurvivingRun>, ExecutorError> {
+        if !self.inner.info.capabilities.can_recover {
+            return Err(ExecutorError::Unsupported {
+                operation: "list_runs",
+                backend: self.inner.info.name.clone(),
+            });
+        }
+        let mut runs: Vec<SurvivingRun> = self
+            .inner
+            .survivors
+            .iter()
+            .map(|(id, end)| SurvivingRun::new(id.clone(), end.is_none()))
+            .collect();
+        runs.sort_by(|a, b| a.job_run_id.cmp(&b.job_run_id));
+        Ok(runs)
+    }
+
+    async fn reattach(&self, job_run_id: &str) -> Result<RunUpdates, ExecutorError> {
+        let unknown = || ExecutorError::UnknownRun {
+            job_run_id: job_run_id.to_owned(),
+        };
+        let end = self.inner.survivors.get(job_run_id).ok_or_else(unknown)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut runs = self.inner.runs();
+            if runs.contains_key(job_run_id) {
+                return Err(unknown());
+            }
+            runs.insert(
+                job_run_id.to_owned(),
+                Entry {
+                    tx: Some(tx),
+                    cancel_reason: None,
+                    exited: false,
+                },
+            );
+        }
+        self.inner
+            .reattached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(job_run_id.to_owned());
+        match end {
+            Some(outcome) => {
+                self.control(job_run_id).exit(outcome.clone());
+            }
+            None => {
+                self.inner.send(
+                    job_run_id,
+                    RunUpdate::Running {
+                        handle: format!("scripted:{job_run_id}"),
+                    },
+                );
             }
         }
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))

@@ -5,66 +5,30 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_trait::async_trait;
-use databuild_core::bel::{BelError, BlobDigest, SeqRange};
+use databuild_core::bel::BelError;
 use databuild_core::state::BuildState;
+use databuild_core::testkit::hooked::HookedSink;
 use databuild_core::testkit::scripted::ScriptedExecutor;
 use databuild_core::{BuildError, BuildOptions};
-use futures::stream::BoxStream;
 
 use super::*;
-
-/// A memory sink whose appends fail with ENOSPC while `full` is set.
-#[derive(Debug, Clone)]
-struct FullDisk {
-    inner: MemoryBel,
-    full: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl BelSink for FullDisk {
-    async fn append(&self, batch: Vec<BuildEvent>) -> Result<SeqRange, BelError> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(BelError::Io {
-                path: "/full/bel".into(),
-                source: std::io::Error::from_raw_os_error(28),
-            });
-        }
-        self.inner.append(batch).await
-    }
-    async fn read(
-        &self,
-        since: u64,
-        filter: &EventFilter,
-        limit: usize,
-    ) -> Result<Vec<BuildEvent>, BelError> {
-        self.inner.read(since, filter, limit).await
-    }
-    async fn head(&self) -> Result<u64, BelError> {
-        self.inner.head().await
-    }
-    fn subscribe(
-        &self,
-        since: u64,
-        filter: EventFilter,
-    ) -> BoxStream<'static, Result<BuildEvent, BelError>> {
-        self.inner.subscribe(since, filter)
-    }
-    async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobDigest, BelError> {
-        self.inner.put_blob(bytes).await
-    }
-    async fn get_blob(&self, digest: &BlobDigest) -> Result<Option<Vec<u8>>, BelError> {
-        self.inner.get_blob(digest).await
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_full_disk_fails_the_build_and_loses_nothing() {
     let memory = MemoryBel::new();
     let full = Arc::new(AtomicBool::new(false));
-    let bel = FullDisk {
-        inner: memory.clone(),
-        full: Arc::clone(&full),
+    // Appends fail with ENOSPC while `full` is set.
+    let bel = {
+        let full = Arc::clone(&full);
+        HookedSink::new(Arc::new(memory.clone())).before_append(move |_| {
+            if full.load(Ordering::SeqCst) {
+                return Err(BelError::Io {
+                    path: "/full/bel".into(),
+                    source: std::io::Error::from_raw_os_error(28),
+                });
+            }
+            Ok(())
+        })
     };
     let executor = ScriptedExecutor::new();
     let dir = tempfile::tempdir().unwrap();

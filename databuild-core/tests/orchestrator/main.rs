@@ -9,6 +9,7 @@ mod faults;
 mod missing_deps;
 mod paths;
 mod replay;
+mod restart;
 mod scheduling;
 
 use std::sync::Arc;
