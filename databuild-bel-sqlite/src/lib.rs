@@ -26,6 +26,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # The kept build state
+//!
+//! Next to the events, the store keeps the build state the orchestrator
+//! reduces them to (schema version 2): one row per job run, build request
+//! and partition, written in the transaction of the events that change it
+//! ([`BelSink::append_with_state`](databuild_core::BelSink::append_with_state)),
+//! with the seq the rows are current to. A restarting orchestrator reads
+//! the rows ([`BelSink::load_state`](databuild_core::BelSink::load_state))
+//! and replays only the events after them, so its start does not grow with
+//! the log's length. The rows are derived data: a store from version 1, or
+//! rows left behind by plain appends, are written whole on the next load,
+//! and damaged rows are rebuilt from the log.
+//!
 //! # Durability
 //!
 //! Commits run with `synchronous=NORMAL`: an acknowledged append is in the

@@ -6,7 +6,7 @@ use databuild_core::BelError;
 use rusqlite::Connection;
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Version 1: events (the protobuf-encoded envelope, with the columns the
 /// reads filter on) and content-addressed blobs. The secondary indexes are
@@ -26,6 +26,35 @@ CREATE INDEX events_by_run ON events(job_run_id, seq) WHERE job_run_id != '';
 CREATE TABLE blobs (
     digest TEXT PRIMARY KEY,
     bytes BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Version 2: the build state materialized next to the events (DESIGN.md
+/// "Storage"), updated in the transaction of the events that change it, so
+/// a restart reads it instead of replaying the log: one row per job run,
+/// build request and partition (runs and requests as their protobuf
+/// records), and `state_seq`, the seq the rows are current to (no row: the
+/// store kept no state yet).
+const V2: &str = "
+CREATE TABLE state_runs (
+    job_run_id TEXT PRIMARY KEY,
+    ended INTEGER NOT NULL,
+    record BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE state_requests (
+    build_request_id TEXT PRIMARY KEY,
+    ended INTEGER NOT NULL,
+    record BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE state_partitions (
+    partition TEXT PRIMARY KEY,
+    status INTEGER NOT NULL,
+    job_run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE state_meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -97,12 +126,21 @@ pub(crate) fn prepare(conn: &Connection, path: &Path, writer: bool) -> Result<()
                 reason: "the database holds other tables and no BEL schema".into(),
             });
         }
+        // A new store keeps state from its first event.
         conn.execute_batch(&format!(
-            "BEGIN; {V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {V1} {V2} INSERT INTO state_meta (key, value) VALUES ('state_seq', 0); \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(err)?;
+        return Ok(());
     }
-    // Later versions migrate here, one step per version, each in a
-    // transaction that ends by setting `user_version`.
+    // One step per version, each in a transaction that ends by setting
+    // `user_version`.
+    if version < 2 {
+        // The state of a store from version 1 is written whole by the first
+        // orchestrator that loads it.
+        conn.execute_batch(&format!("BEGIN; {V2} PRAGMA user_version = 2; COMMIT;"))
+            .map_err(err)?;
+    }
     Ok(())
 }

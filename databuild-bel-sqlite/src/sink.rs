@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use databuild_core::bel::{
-    BelSink, BlobDigest, BlockingPages, EventFilter, HeadWatch, SeqRange, Wake, subscribe_via_reads,
+    BelSink, BlobDigest, BlockingPages, EventFilter, HeadWatch, PartitionRow, RequestRow, RunRow,
+    SeqRange, StateRows, Wake, subscribe_via_reads,
 };
 use databuild_core::{BelError, BuildEvent};
 use futures::stream::BoxStream;
@@ -87,6 +88,23 @@ impl SqliteBel {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// Appends `batch` (encoded here, on the caller's thread) with the
+    /// state rows it leaves, if any, through the writer thread.
+    async fn append_rows(
+        &self,
+        batch: Vec<BuildEvent>,
+        rows: Option<StateRows>,
+    ) -> Result<SeqRange, BelError> {
+        if batch.is_empty() {
+            return Err(BelError::EmptyBatch);
+        }
+        let writer = self.writer()?;
+        let batch = batch.into_iter().map(Encoded::new).collect();
+        let (reply, answer) = oneshot::channel();
+        writer.send(Request::Append { batch, rows, reply })?;
+        answer.await.map_err(|_| BelError::Closed)?
     }
 
     fn writer(&self) -> Result<&Writer, BelError> {
@@ -235,6 +253,65 @@ impl Shared {
         })
     }
 
+    /// The stored state and its seq, from one snapshot.
+    fn load_state(&self) -> Result<Option<(StateRows, u64)>, BelError> {
+        let path = &self.path;
+        self.with_reader(|conn| {
+            let err = |e| error(path, e);
+            let txn = conn.transaction().map_err(err)?;
+            // A store of version 1 (read-only handles do not migrate) keeps
+            // no state.
+            let version: u32 = txn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(err)?;
+            if version < 2 {
+                return Ok(None);
+            }
+            let Some(at) = crate::writer::stored_state_seq(&txn).map_err(err)? else {
+                return Ok(None);
+            };
+            let mut rows = StateRows::default();
+            {
+                let mut stmt = txn
+                    .prepare("SELECT job_run_id, ended, record FROM state_runs")
+                    .map_err(err)?;
+                let mut q = stmt.query([]).map_err(err)?;
+                while let Some(r) = q.next().map_err(err)? {
+                    rows.runs.push(RunRow {
+                        job_run_id: r.get(0).map_err(err)?,
+                        ended: r.get(1).map_err(err)?,
+                        record: r.get(2).map_err(err)?,
+                    });
+                }
+                let mut stmt = txn
+                    .prepare("SELECT build_request_id, ended, record FROM state_requests")
+                    .map_err(err)?;
+                let mut q = stmt.query([]).map_err(err)?;
+                while let Some(r) = q.next().map_err(err)? {
+                    rows.requests.push(RequestRow {
+                        build_request_id: r.get(0).map_err(err)?,
+                        ended: r.get(1).map_err(err)?,
+                        record: r.get(2).map_err(err)?,
+                    });
+                }
+                let mut stmt = txn
+                    .prepare("SELECT partition, status, job_run_id, seq FROM state_partitions")
+                    .map_err(err)?;
+                let mut q = stmt.query([]).map_err(err)?;
+                while let Some(r) = q.next().map_err(err)? {
+                    rows.partitions.push(PartitionRow {
+                        partition: r.get(0).map_err(err)?,
+                        status: r.get(1).map_err(err)?,
+                        job_run_id: r.get(2).map_err(err)?,
+                        seq: u64::try_from(r.get::<_, i64>(3).map_err(err)?).unwrap_or(0),
+                    });
+                }
+            }
+            txn.finish().map_err(err)?;
+            Ok(Some((rows, at)))
+        })
+    }
+
     fn get_blob(&self, digest: &BlobDigest) -> Result<Option<Vec<u8>>, BelError> {
         let path = &self.path;
         let bytes: Option<Vec<u8>> = self.with_reader(|conn| {
@@ -270,14 +347,31 @@ async fn blocking<T: Send + 'static>(
 #[async_trait]
 impl BelSink for SqliteBel {
     async fn append(&self, batch: Vec<BuildEvent>) -> Result<SeqRange, BelError> {
-        if batch.is_empty() {
-            return Err(BelError::EmptyBatch);
-        }
-        let writer = self.writer()?;
-        let batch = batch.into_iter().map(Encoded::new).collect();
+        self.append_rows(batch, None).await
+    }
+
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
+    async fn append_with_state(
+        &self,
+        batch: Vec<BuildEvent>,
+        rows: StateRows,
+    ) -> Result<SeqRange, BelError> {
+        self.append_rows(batch, Some(rows)).await
+    }
+
+    async fn save_state(&self, rows: StateRows, at: u64) -> Result<(), BelError> {
         let (reply, answer) = oneshot::channel();
-        writer.send(Request::Append { batch, reply })?;
+        self.writer()?
+            .send(Request::SaveState { rows, at, reply })?;
         answer.await.map_err(|_| BelError::Closed)?
+    }
+
+    async fn load_state(&self) -> Result<Option<(StateRows, u64)>, BelError> {
+        let shared = Arc::clone(&self.shared);
+        blocking(move || shared.load_state()).await
     }
 
     async fn read(

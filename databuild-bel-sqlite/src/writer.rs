@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use databuild_core::bel::{HeadWatch, SeqRange};
+use databuild_core::bel::{HeadWatch, SeqRange, StateRows};
 use databuild_core::{BelError, BuildEvent};
 use prost::Message;
 use rusqlite::{Connection, ErrorCode, params};
@@ -58,7 +58,15 @@ fn with_seq(bytes: &mut Vec<u8>, seq: u64) -> usize {
 pub(crate) enum Request {
     Append {
         batch: Vec<Encoded>,
+        /// The state the batch leaves, for what it changed.
+        rows: Option<StateRows>,
         reply: oneshot::Sender<Result<SeqRange, BelError>>,
+    },
+    /// Replace the stored state with the whole state as of seq `at`.
+    SaveState {
+        rows: StateRows,
+        at: u64,
+        reply: oneshot::Sender<Result<(), BelError>>,
     },
     PutBlob {
         digest: String,
@@ -108,11 +116,12 @@ impl Writer {
             })?;
         let (tx, rx) = mpsc::channel();
         let next = head.get() + 1;
+        let state_seq = stored_state_seq(&conn).map_err(std::io::Error::other)?;
         let thread = std::thread::Builder::new()
             .name("databuild-bel-sqlite".into())
             .spawn(move || {
                 let _lock = lock;
-                run(conn, &path, &head, next, &rx);
+                run(conn, &path, &head, next, state_seq, &rx);
             })?;
         Ok(Self {
             tx: Some(tx),
@@ -146,11 +155,25 @@ impl Drop for Writer {
     }
 }
 
+/// The seq the stored state is current to (`None`: it keeps none yet).
+pub(crate) fn stored_state_seq(conn: &Connection) -> rusqlite::Result<Option<u64>> {
+    use rusqlite::OptionalExtension;
+    let value: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM state_meta WHERE key = 'state_seq'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(value.map(|v| u64::try_from(v).unwrap_or(0)))
+}
+
 fn run(
     mut conn: Connection,
     path: &Path,
     head: &HeadWatch,
     mut next: u64,
+    mut state_seq: Option<u64>,
     rx: &mpsc::Receiver<Request>,
 ) {
     while let Ok(first) = rx.recv() {
@@ -161,26 +184,62 @@ fn run(
                 Err(_) => break,
             }
         }
-        next = commit(&mut conn, path, head, next, group);
+        (next, state_seq) = commit(&mut conn, path, head, next, state_seq, group);
     }
+}
+
+/// Stores state rows (replacing rows with the same keys); partition rows'
+/// seqs are offset by `base`.
+fn store_rows(
+    txn: &rusqlite::Transaction<'_>,
+    rows: &StateRows,
+    base: u64,
+) -> rusqlite::Result<()> {
+    let mut run = txn.prepare_cached(
+        "INSERT OR REPLACE INTO state_runs (job_run_id, ended, record) VALUES (?1, ?2, ?3)",
+    )?;
+    for r in &rows.runs {
+        run.execute(params![r.job_run_id, r.ended, r.record])?;
+    }
+    let mut request = txn.prepare_cached(
+        "INSERT OR REPLACE INTO state_requests (build_request_id, ended, record) VALUES (?1, ?2, ?3)",
+    )?;
+    for r in &rows.requests {
+        request.execute(params![r.build_request_id, r.ended, r.record])?;
+    }
+    let mut partition = txn.prepare_cached(
+        "INSERT OR REPLACE INTO state_partitions (partition, status, job_run_id, seq) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for p in &rows.partitions {
+        partition.execute(params![
+            p.partition,
+            p.status,
+            p.job_run_id,
+            (base + p.seq) as i64
+        ])?;
+    }
+    Ok(())
 }
 
 /// What to answer once the transaction is decided.
 enum Answer {
     Append(oneshot::Sender<Result<SeqRange, BelError>>, SeqRange),
-    Blob(oneshot::Sender<Result<(), BelError>>),
+    Done(oneshot::Sender<Result<(), BelError>>),
 }
 
-/// Commits a group of requests in one transaction; returns the next seq.
+/// Commits a group of requests in one transaction; returns the next seq
+/// and the seq the stored state is then current to.
 fn commit(
     conn: &mut Connection,
     path: &Path,
     head: &HeadWatch,
     next: u64,
+    state_seq: Option<u64>,
     group: Vec<Request>,
-) -> u64 {
+) -> (u64, Option<u64>) {
     let mut answers = Vec::with_capacity(group.len());
     let mut seq = next;
+    let mut state_at = state_seq;
     let mut pending: std::collections::VecDeque<Request> = group.into();
     let result = (|| -> rusqlite::Result<()> {
         let txn = conn.transaction()?;
@@ -193,10 +252,24 @@ fn commit(
                 txn.prepare_cached("INSERT OR IGNORE INTO blobs (digest, bytes) VALUES (?1, ?2)")?;
             while let Some(request) = pending.pop_front() {
                 match request {
-                    Request::Append { mut batch, reply } => {
+                    Request::Append {
+                        mut batch,
+                        rows,
+                        reply,
+                    } => {
                         if batch.is_empty() {
                             let _ = reply.send(Err(BelError::EmptyBatch));
                             continue;
+                        }
+                        // The rows go in when the stored state is current
+                        // up to this batch; it then is up to the batch's
+                        // end. Otherwise it stays at its seq (and a load
+                        // replays the events after it).
+                        if let Some(rows) = rows
+                            && state_at == Some(seq - 1)
+                        {
+                            store_rows(&txn, &rows, seq)?;
+                            state_at = Some(seq + batch.len() as u64 - 1);
                         }
                         // Answered whatever happens below, once the
                         // transaction is decided.
@@ -227,11 +300,28 @@ fn commit(
                         bytes,
                         reply,
                     } => {
-                        answers.push(Answer::Blob(reply));
+                        answers.push(Answer::Done(reply));
                         blob.execute(params![digest, bytes])?;
+                    }
+                    Request::SaveState { rows, at, reply } => {
+                        answers.push(Answer::Done(reply));
+                        if at == seq - 1 {
+                            txn.execute_batch(
+                                "DELETE FROM state_runs; DELETE FROM state_requests; \
+                                 DELETE FROM state_partitions;",
+                            )?;
+                            store_rows(&txn, &rows, 0)?;
+                            state_at = Some(at);
+                        }
                     }
                 }
             }
+        }
+        if state_at != state_seq {
+            txn.execute(
+                "INSERT OR REPLACE INTO state_meta (key, value) VALUES ('state_seq', ?1)",
+                params![state_at.unwrap_or(0) as i64],
+            )?;
         }
         txn.commit()
     })();
@@ -245,12 +335,12 @@ fn commit(
                     Answer::Append(reply, range) => {
                         let _ = reply.send(Ok(range));
                     }
-                    Answer::Blob(reply) => {
+                    Answer::Done(reply) => {
                         let _ = reply.send(Ok(()));
                     }
                 }
             }
-            seq
+            (seq, state_at)
         }
         Err(e) => {
             // The transaction rolled back: nothing of the group is stored.
@@ -263,7 +353,7 @@ fn commit(
                     Request::Append { reply, .. } => {
                         let _ = reply.send(Err(err));
                     }
-                    Request::PutBlob { reply, .. } => {
+                    Request::PutBlob { reply, .. } | Request::SaveState { reply, .. } => {
                         let _ = reply.send(Err(err));
                     }
                 }
@@ -274,12 +364,12 @@ fn commit(
                     Answer::Append(reply, _) => {
                         let _ = reply.send(Err(err));
                     }
-                    Answer::Blob(reply) => {
+                    Answer::Done(reply) => {
                         let _ = reply.send(Err(err));
                     }
                 }
             }
-            next
+            (next, state_seq)
         }
     }
 }

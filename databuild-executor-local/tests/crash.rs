@@ -229,6 +229,22 @@ async fn crash_test() {
     let events = bel.read(0, &EventFilter::all(), usize::MAX).await.unwrap();
     check_log(&events).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     let state = BuildState::replay(&events).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    // The state the store keeps next to the events survived every kill:
+    // it is the state the log replays to.
+    let (rows, at) = bel
+        .load_state()
+        .await
+        .unwrap()
+        .expect("the SQLite BEL keeps state");
+    assert_eq!(
+        at,
+        bel.head().await.unwrap(),
+        "seed {seed}: kept state lags"
+    );
+    assert!(
+        BuildState::from_rows(rows, at).unwrap() == state,
+        "seed {seed}: the kept state differs from the replayed log"
+    );
     for layer in LAYERS {
         for i in 0..WIDTH {
             let p = PartitionRef::new(format!("{layer}/{i}")).unwrap();

@@ -1,5 +1,6 @@
-//! The SQLite BEL at scale: append throughput with group commit, and the
-//! replay of a 1,000,000-event log into `BuildState`.
+//! The SQLite BEL at scale: append throughput with group commit (with and
+//! without the kept state's rows), the replay of a 1,000,000-event log into
+//! `BuildState`, and a restart's load from the kept state instead.
 //!
 //! Run: `cargo run --release -p databuild-benches --bin bel_scale [-- <events>]`
 //! (default 1,000,000). The log is a realistic one: every job run goes
@@ -139,6 +140,40 @@ fn main() -> Result<(), Error> {
             "append: {events} events in {append:.2} s = {:.0} events/s (8 appenders, 8-event batches, group commit)",
             events as f64 / append
         );
+        // The same with the kept state: each batch also stores the rows it
+        // changes (one run, one partition), as an orchestrator's commits do.
+        let kept = Arc::new(SqliteBel::open(dir.path().join("kept.sqlite"))?);
+        let runs_kept = runs.min(200_000 / 8);
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..8u64)
+            .map(|k| {
+                let bel = Arc::clone(&kept);
+                tokio::spawn(async move {
+                    let mut n = k;
+                    while n < runs_kept {
+                        let batch = run_events(&format!("req-{k}"), n);
+                        let rows = BuildState::replay(&batch)
+                            .map_err(|e| databuild_core::BelError::Backend {
+                                backend: "bench",
+                                source: Box::new(e),
+                            })?
+                            .to_rows();
+                        bel.append_with_state(batch, rows).await?;
+                        n += 8;
+                    }
+                    Ok::<(), databuild_core::BelError>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        let t = start.elapsed().as_secs_f64();
+        println!(
+            "append with kept state: {:.0} events/s (8 appenders, 8-event batches, rows of one run and one partition each)",
+            (runs_kept * 8) as f64 / t
+        );
+        drop(kept);
         // One appender, one event per batch: every append waits for its own
         // commit (the worst case for group commit).
         let single = SqliteBel::open(dir.path().join("single.sqlite"))?;
@@ -186,6 +221,22 @@ fn main() -> Result<(), Error> {
             state.last_seq() as f64 / replay,
             state.runs().count(),
             state.partitions().count()
+        );
+        // A restart from the kept state: the whole state saved as rows,
+        // then loaded (no event replayed).
+        let head = bel.head().await?;
+        bel.save_state(state.to_rows(), head).await?;
+        drop(state);
+        drop(bel);
+        let bel = SqliteBel::open(dir.path().join("bel.sqlite"))?;
+        let start = Instant::now();
+        let state = BuildState::load(&bel).await?;
+        let load = start.elapsed().as_secs_f64();
+        println!(
+            "restart from kept state: {} runs, {} partitions in {load:.2} s ({:.1}x the replay)",
+            state.runs().count(),
+            state.partitions().count(),
+            replay / load
         );
         println!(
             "peak RSS {} MiB",

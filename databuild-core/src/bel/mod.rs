@@ -14,6 +14,7 @@ mod event;
 mod filter;
 mod jsonl;
 mod memory;
+mod rows;
 mod sink;
 mod subscription;
 
@@ -22,6 +23,7 @@ pub use event::now_ns;
 pub use filter::EventFilter;
 pub use jsonl::{FsyncPolicy, JsonlBel, JsonlOptions, OpenReport, TornTail};
 pub use memory::MemoryBel;
+pub use rows::{PartitionRow, RequestRow, RunRow, StateRows};
 pub use sink::{BelSink, BlobDigest, SeqRange};
 pub use subscription::{BlockingPages, HeadWatch, PageReader, Wake, subscribe_via_reads};
 

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
 
-use super::{BelError, BuildEvent, EventFilter};
+use super::{BelError, BuildEvent, EventFilter, StateRows};
 
 /// The sequence numbers an append was given, both inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +94,42 @@ pub trait BelSink: Send + Sync + fmt::Debug {
 
     /// The blob with `digest`, if stored.
     async fn get_blob(&self, digest: &BlobDigest) -> Result<Option<Vec<u8>>, BelError>;
+
+    /// Whether the sink keeps the build state materialized next to the log
+    /// (then the orchestrator appends with
+    /// [`append_with_state`](Self::append_with_state) and loads with
+    /// [`load_state`](Self::load_state)). Default: no.
+    fn keeps_state(&self) -> bool {
+        false
+    }
+
+    /// Appends `batch` and, in the same transaction, stores `rows`: the
+    /// state the batch leaves for the runs, requests and partitions it
+    /// changed. The rows are stored only when the stored state is current
+    /// up to the batch (so it stays the state as of one seq). Default:
+    /// [`append`](Self::append), the rows dropped.
+    async fn append_with_state(
+        &self,
+        batch: Vec<BuildEvent>,
+        rows: StateRows,
+    ) -> Result<SeqRange, BelError> {
+        let _ = rows;
+        self.append(batch).await
+    }
+
+    /// Replaces the stored state with `rows`, the whole state as of seq
+    /// `at`; ignored unless `at` is the head. Default: nothing is stored.
+    async fn save_state(&self, rows: StateRows, at: u64) -> Result<(), BelError> {
+        let _ = (rows, at);
+        Ok(())
+    }
+
+    /// The stored state and the seq it is current to (the events after it
+    /// are replayed on top), or `None` when the sink keeps none. Default:
+    /// `None`.
+    async fn load_state(&self) -> Result<Option<(StateRows, u64)>, BelError> {
+        Ok(None)
+    }
 }
 
 macro_rules! forward_sink {
@@ -126,6 +162,22 @@ macro_rules! forward_sink {
             }
             async fn get_blob(&self, digest: &BlobDigest) -> Result<Option<Vec<u8>>, BelError> {
                 (**self).get_blob(digest).await
+            }
+            fn keeps_state(&self) -> bool {
+                (**self).keeps_state()
+            }
+            async fn append_with_state(
+                &self,
+                batch: Vec<BuildEvent>,
+                rows: StateRows,
+            ) -> Result<SeqRange, BelError> {
+                (**self).append_with_state(batch, rows).await
+            }
+            async fn save_state(&self, rows: StateRows, at: u64) -> Result<(), BelError> {
+                (**self).save_state(rows, at).await
+            }
+            async fn load_state(&self) -> Result<Option<(StateRows, u64)>, BelError> {
+                (**self).load_state().await
             }
         }
     )*};

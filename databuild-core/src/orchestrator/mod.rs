@@ -33,6 +33,7 @@
 
 mod error;
 mod execution;
+mod recorder;
 mod recovery;
 mod run;
 mod settings;
@@ -357,17 +358,19 @@ impl Orchestrator {
         self.inner.slots.in_use()
     }
 
-    pub(crate) fn planner(inner: &Inner) -> Planner {
+    pub(crate) fn planner(inner: &Arc<Inner>) -> Planner {
         Self::planner_with(inner, std::collections::HashSet::new())
     }
 
     /// A planner that plans `own` as missing whatever the catalog says.
     pub(crate) fn planner_with(
-        inner: &Inner,
+        inner: &Arc<Inner>,
         own: std::collections::HashSet<PartitionRef>,
     ) -> Planner {
         Planner::new(Arc::clone(&inner.graph))
-            .with_bel(Arc::clone(&inner.bel))
+            // Analysis events take the commit path, so the build state (and
+            // the rows a sink keeps) sees them.
+            .with_bel(Arc::new(recorder::Recorder(Arc::clone(inner))))
             .with_clock(Arc::clone(&inner.clock))
             .with_ids(Arc::clone(&inner.ids))
             .with_availability(Arc::new(Catalog {
@@ -387,7 +390,15 @@ impl Inner {
             .get_or_try_init(|| async {
                 {
                     let _turn = self.commit_lock.lock().await;
-                    let state = BuildState::load(&*self.bel).await?;
+                    let (state, stored) = BuildState::load_from(&*self.bel).await?;
+                    // A sink that keeps the state gets it whole when what it
+                    // keeps lags the log (a store written before it kept
+                    // state, or by plain appends).
+                    if self.bel.keeps_state() && stored != Some(state.last_seq()) {
+                        self.bel
+                            .save_state(state.to_rows(), state.last_seq())
+                            .await?;
+                    }
                     *self.lock_state() = state;
                 }
                 self.recover().await
@@ -399,8 +410,17 @@ impl Inner {
     /// Applies events to the build state (refusing what the diagrams do not
     /// allow), then appends them as one batch.
     pub(crate) async fn commit(&self, events: Vec<BuildEvent>) -> Result<(), BuildError> {
+        self.commit_range(events).await.map(|_| ())
+    }
+
+    /// [`commit`](Self::commit), returning the seqs the batch was given
+    /// (`None` for an empty batch, which is not stored).
+    pub(crate) async fn commit_range(
+        &self,
+        events: Vec<BuildEvent>,
+    ) -> Result<Option<crate::bel::SeqRange>, BuildError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         // One commit at a time, so the state sees events in seq order.
         let _turn = self.commit_lock.lock().await;
@@ -412,10 +432,15 @@ impl Inner {
             .overlay(&events)
             .map_err(BuildError::Violation)?;
         let statuses = BuildState::status_positions(&events);
-        let range = self.bel.append(events).await?;
+        let range = if self.bel.keeps_state() {
+            let rows = overlay.delta_rows(&statuses);
+            self.bel.append_with_state(events, rows).await?
+        } else {
+            self.bel.append(events).await?
+        };
         self.lock_state()
             .merge(overlay, &statuses, range.first, range.last);
-        Ok(())
+        Ok(Some(range))
     }
 
     pub(crate) fn controls(

@@ -21,6 +21,7 @@
 //! `job_run_kill_requested` may come in any live state and changes none;
 //! `job_run_attached` / `job_run_detached` record who waits on a run.
 
+mod rows;
 mod violation;
 
 /// Why a state could not be loaded from a log.
@@ -33,6 +34,14 @@ pub enum LoadError {
     /// The log breaks the state diagrams.
     #[error("the log breaks the state diagrams: {0}")]
     Violation(#[from] Violation),
+    /// A row of the state the sink keeps does not decode.
+    #[error("the stored build state is damaged: {what}: {reason}")]
+    Rows {
+        /// The row (its kind and id).
+        what: String,
+        /// Why it does not decode.
+        reason: String,
+    },
 }
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -218,13 +227,47 @@ impl BuildState {
         self.catalog.iter()
     }
 
-    /// Rebuilds the state from a whole log, reading it in pages (so a long
-    /// log is never held whole).
+    /// Rebuilds the state from a log: from the state the sink keeps (see
+    /// [`BelSink::load_state`](crate::bel::BelSink::load_state)) and the
+    /// events after it, or from the whole log (when the sink keeps none, or
+    /// its rows are damaged), read in pages (so a long log is never held
+    /// whole).
     pub async fn load(bel: &dyn crate::bel::BelSink) -> Result<Self, LoadError> {
+        Ok(Self::load_from(bel).await?.0)
+    }
+
+    /// [`load`](Self::load), and the seq the sink's stored state was
+    /// current to (`None` when it keeps none).
+    pub(crate) async fn load_from(
+        bel: &dyn crate::bel::BelSink,
+    ) -> Result<(Self, Option<u64>), LoadError> {
+        let stored = match bel.load_state().await? {
+            // The rows are derived from the log: damaged ones are rebuilt
+            // from it (the caller sees no stored state and saves it again).
+            Some((rows, at)) => match Self::from_rows(rows, at) {
+                Ok(state) => Some((state, at)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "replaying the whole log instead");
+                    None
+                }
+            },
+            None => None,
+        };
+        match stored {
+            Some((state, at)) => Ok((Self::replay_after(bel, state, at).await?, Some(at))),
+            None => Ok((Self::replay_after(bel, Self::new(), 0).await?, None)),
+        }
+    }
+
+    /// Applies the events after `since` to `state`, in pages.
+    async fn replay_after(
+        bel: &dyn crate::bel::BelSink,
+        mut state: Self,
+        since: u64,
+    ) -> Result<Self, LoadError> {
         const PAGE: usize = 10_000;
         let all = crate::bel::EventFilter::all();
-        let mut state = Self::new();
-        let mut page = bel.read(0, &all, PAGE).await?;
+        let mut page = bel.read(since, &all, PAGE).await?;
         loop {
             let full = page.len() == PAGE;
             let next_since = page.last().map_or(0, |e| e.seq);

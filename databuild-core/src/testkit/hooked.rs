@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::bel::{BelError, BelSink, BlobDigest, BuildEvent, EventFilter, SeqRange};
+use crate::bel::{BelError, BelSink, BlobDigest, BuildEvent, EventFilter, SeqRange, StateRows};
 
 type Before = dyn Fn(&[BuildEvent]) -> Result<(), BelError> + Send + Sync;
 type After = dyn Fn(SeqRange) + Send + Sync;
@@ -84,6 +84,29 @@ impl BelSink for HookedSink {
             after(range);
         }
         Ok(range)
+    }
+    fn keeps_state(&self) -> bool {
+        self.inner.keeps_state()
+    }
+    async fn append_with_state(
+        &self,
+        batch: Vec<BuildEvent>,
+        rows: StateRows,
+    ) -> Result<SeqRange, BelError> {
+        if let Some(before) = &self.before {
+            before(&batch)?;
+        }
+        let range = self.inner.append_with_state(batch, rows).await?;
+        if let Some(after) = &self.after {
+            after(range);
+        }
+        Ok(range)
+    }
+    async fn save_state(&self, rows: StateRows, at: u64) -> Result<(), BelError> {
+        self.inner.save_state(rows, at).await
+    }
+    async fn load_state(&self) -> Result<Option<(StateRows, u64)>, BelError> {
+        self.inner.load_state().await
     }
     async fn read(
         &self,

@@ -40,6 +40,7 @@ pub async fn run_all(h: &dyn SinkHarness) {
     read_then_subscribe_has_no_gap_and_no_duplicate(h).await;
     subscribe_honours_the_filter(h).await;
     blobs_are_content_addressed(h).await;
+    kept_state_follows_the_log(h).await;
     if h.durable() {
         reopen_keeps_events_and_continues_seqs(h).await;
     }
@@ -423,6 +424,128 @@ pub async fn reopen_keeps_events_and_continues_seqs(h: &dyn SinkHarness) {
     );
     let r = sink.append(vec![sample_event("r", "x", 6)]).await.unwrap();
     check(h, "seq after reopen", (r.first, r.last), (6, 6));
+}
+
+/// A sink that keeps the build state ([`BelSink::keeps_state`]) stores
+/// the rows each batch leaves in the batch's transaction and loads them
+/// back as the state the log replays to; rows lag (and the events after
+/// them are replayed) after a plain append, until a whole state is saved;
+/// a durable sink keeps them across a reopen. Sinks that keep no state
+/// skip it.
+pub async fn kept_state_follows_the_log(h: &dyn SinkHarness) {
+    use crate::state::BuildState;
+    let (_dir, location, sink) = fresh(h).await;
+    if !sink.keeps_state() {
+        return;
+    }
+    let all = || EventFilter::all();
+    let request = |event| BuildEvent::at(1, event).for_request("q");
+    let run = |event| BuildEvent::at(2, event).for_request("q").for_job_run("r");
+    let task = proto::Task {
+        job: Some(proto::JobLabel {
+            label: "//a".into(),
+        }),
+        config: Some(proto::JobConfig {
+            outputs: vec![proto::PartitionRef { str: "a/1".into() }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let batches = vec![
+        vec![
+            request(Event::BuildRequestReceived(proto::BuildRequestReceived {
+                requested: vec![proto::PartitionRef { str: "a/1".into() }],
+                options: Some(proto::BuildOptions {
+                    force: false,
+                    keep_going: true,
+                }),
+            })),
+            request(Event::BuildPlanning(proto::BuildPlanning {})),
+        ],
+        vec![
+            request(Event::BuildExecuting(proto::BuildExecuting::default())),
+            run(Event::JobRunQueued(proto::JobRunQueued {
+                task: Some(Box::new(task)),
+                attempt: 1,
+                previous_job_run_id: String::new(),
+            })),
+        ],
+        vec![
+            run(Event::JobScheduled(proto::JobScheduled {
+                job_run_id: "r".into(),
+            })),
+            run(Event::PartitionStatusChanged(
+                proto::PartitionStatusChanged {
+                    partition: Some(proto::PartitionRef { str: "a/1".into() }),
+                    status: proto::PartitionStatus::Building as i32,
+                    job_run_id: "r".into(),
+                },
+            )),
+        ],
+    ];
+    if sink.load_state().await.unwrap().is_none() {
+        sink.save_state(crate::bel::StateRows::default(), 0)
+            .await
+            .unwrap();
+    }
+    let mut live = BuildState::new();
+    for batch in batches {
+        let overlay = live
+            .overlay(&batch)
+            .expect("the batch follows the diagrams");
+        let statuses = BuildState::status_positions(&batch);
+        let rows = overlay.delta_rows(&statuses);
+        let range = sink.append_with_state(batch, rows).await.unwrap();
+        live.merge(overlay, &statuses, range.first, range.last);
+    }
+    let stored = |sink: Arc<dyn BelSink>| async move {
+        let (rows, at) = sink
+            .load_state()
+            .await
+            .unwrap()
+            .expect("the sink keeps state");
+        (BuildState::from_rows(rows, at).unwrap(), at)
+    };
+    let (loaded, at) = stored(Arc::clone(&sink)).await;
+    check(h, "stored state's seq", at, 6);
+    check(h, "stored state", &loaded, &live);
+    let replayed = BuildState::replay(&sink.read(0, &all(), usize::MAX).await.unwrap()).unwrap();
+    check(
+        h,
+        "stored state against the replayed log",
+        &loaded,
+        &replayed,
+    );
+
+    // A plain append leaves the rows behind; a load replays it on top.
+    sink.append(vec![run(Event::JobRunRunning(proto::JobRunRunning {
+        executor: "x".into(),
+        handle: "h".into(),
+    }))])
+    .await
+    .unwrap();
+    let (_, at) = stored(Arc::clone(&sink)).await;
+    check(h, "stored state's seq after a plain append", at, 6);
+    let events = sink.read(0, &all(), usize::MAX).await.unwrap();
+    let replayed = BuildState::replay(&events).unwrap();
+    check(
+        h,
+        "loaded state after a plain append",
+        &BuildState::load(&*sink).await.unwrap(),
+        &replayed,
+    );
+    // Saving the whole state catches the rows up.
+    sink.save_state(replayed.to_rows(), 7).await.unwrap();
+    let (loaded, at) = stored(Arc::clone(&sink)).await;
+    check(h, "stored state's seq after a save", at, 7);
+    check(h, "stored state after a save", &loaded, &replayed);
+    if h.durable() {
+        drop(sink);
+        let sink = h.open(&location).await.unwrap();
+        let (loaded, at) = stored(sink).await;
+        check(h, "stored state's seq after reopen", at, 7);
+        check(h, "stored state after reopen", &loaded, &replayed);
+    }
 }
 
 /// The environment variable that turns the SIGKILL check's child into the
