@@ -22,19 +22,7 @@ impl ExecutorHarness for Local {
         Arc::clone(&self.executor) as Arc<dyn Executor>
     }
     fn launch_for(&self, behaviour: &Behaviour) -> Option<Launch> {
-        let script = match behaviour {
-            Behaviour::Succeed => "echo hello; echo oops >&2".to_owned(),
-            Behaviour::Fail => "exit 3".to_owned(),
-            Behaviour::ReportMissing { missing } => {
-                let line = serde_json::json!({"missing_deps": [{"impacted": ["conformance/out"], "missing": [missing]}]});
-                format!("echo '__DATABUILD_ERROR__::{line}'; exit 1")
-            }
-            Behaviour::EchoEnvAndArgs => {
-                r#"echo "args:$*"; echo "run:$DATABUILD_JOB_RUN_ID"; echo "attempt:$DATABUILD_ATTEMPT"; echo "k:$K""#.to_owned()
-            }
-            Behaviour::Hang => "exec sleep 300".to_owned(),
-            _ => return None,
-        };
+        let script = executor::sh_script(behaviour)?;
         Some(Launch::Process(ProcessLaunch::new(vec![
             "sh".into(),
             "-c".into(),

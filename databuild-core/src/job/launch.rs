@@ -23,7 +23,10 @@ impl Launch {
     pub fn describe(&self) -> String {
         match self {
             Launch::InProcess(_) => "in-process".to_owned(),
-            Launch::Process(p) => format!("process {:?} env {:?}", p.argv, p.env),
+            Launch::Process(p) => match &p.image {
+                None => format!("process {:?} env {:?}", p.argv, p.env),
+                Some(image) => format!("process {:?} env {:?} image {image:?}", p.argv, p.env),
+            },
         }
     }
 }
@@ -56,8 +59,12 @@ pub struct ProcessLaunch {
     pub argv: Vec<String>,
     /// Environment given to both `config` and `exec`.
     pub env: BTreeMap<String, String>,
-    /// Working directory; `None` is the host's current directory.
+    /// Working directory; `None` is the host's current directory (or the
+    /// image's, in a container).
     pub working_dir: Option<PathBuf>,
+    /// The image to run it in, for executors that run containers; `None`
+    /// takes the executor's default image. Other executors ignore it.
+    pub image: Option<String>,
 }
 
 impl ProcessLaunch {
@@ -67,7 +74,15 @@ impl ProcessLaunch {
             argv,
             env: BTreeMap::new(),
             working_dir: None,
+            image: None,
         }
+    }
+
+    /// Runs it in `image` (for executors that run containers).
+    #[must_use]
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
+        self
     }
 }
 

@@ -41,6 +41,26 @@ pub enum Behaviour {
     Hang,
 }
 
+/// A POSIX `sh` script that behaves as asked (for backends that run `sh -c
+/// <script>`: local processes, containers), or `None` for behaviours a
+/// script does not express.
+pub fn sh_script(behaviour: &Behaviour) -> Option<String> {
+    Some(match behaviour {
+        Behaviour::Succeed => "echo hello; echo oops >&2".to_owned(),
+        Behaviour::Fail => "exit 3".to_owned(),
+        Behaviour::ReportMissing { missing } => {
+            let line = serde_json::json!({
+                "missing_deps": [{"impacted": ["conformance/out"], "missing": [missing]}]
+            });
+            format!("echo '__DATABUILD_ERROR__::{line}'; exit 1")
+        }
+        Behaviour::EchoEnvAndArgs => {
+            r#"echo "args:$*"; echo "run:$DATABUILD_JOB_RUN_ID"; echo "attempt:$DATABUILD_ATTEMPT"; echo "k:$K""#.to_owned()
+        }
+        Behaviour::Hang => "exec sleep 300".to_owned(),
+    })
+}
+
 /// How the suite makes and drives one backend.
 #[async_trait]
 pub trait ExecutorHarness: Send + Sync {

@@ -1,0 +1,218 @@
+//! The Docker executor against real engines: the cases the conformance
+//! suite does not cover.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use databuild_core::executor::{ExecutorError, JobRunSpec, Outcome, RunUpdate, RunUpdates};
+use databuild_core::job::ProcessLaunch;
+use databuild_core::{Executor, JobConfig, JobLabel, Launch, PartitionRef};
+use databuild_executor_docker::{ConnectError, DockerConfig, DockerExecutor, EngineConfig};
+use futures::StreamExt;
+
+fn spec(dir: &std::path::Path, script: &str, image: Option<&str>) -> JobRunSpec {
+    let id = format!("t-{}", common::uuid_like());
+    let mut launch = ProcessLaunch::new(vec!["sh".into(), "-c".into(), script.into(), "sh".into()]);
+    if let Some(image) = image {
+        launch = launch.image(image);
+    }
+    JobRunSpec::new(
+        id.clone(),
+        "docker-tests",
+        JobLabel::new("//docker").unwrap(),
+        JobConfig::new([PartitionRef::new(format!("docker/{id}")).unwrap()]),
+        Launch::Process(launch),
+        dir.join(format!("logs/{id}.jsonl")),
+    )
+}
+
+async fn collect(updates: RunUpdates) -> Vec<RunUpdate> {
+    tokio::time::timeout(Duration::from_secs(120), updates.collect())
+        .await
+        .expect("the run ended within 120 s")
+}
+
+fn outcome(updates: &[RunUpdate]) -> &Outcome {
+    match updates.last() {
+        Some(RunUpdate::Exited(o)) => o,
+        other => panic!("the last update is {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_is_a_typed_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DockerConfig::new(
+        EngineConfig::unix("gone", dir.path().join("no-engine.sock"), 1),
+        dir.path(),
+    );
+    let err = DockerExecutor::connect(config).await.unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Unreachable { engine, .. } if engine == "gone"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no-engine.sock"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_is_a_launch_error_naming_it() {
+    let Some(engines) = common::engines("a_missing_image_is_a_launch_error_naming_it", 1).await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let executor = DockerExecutor::connect(common::config(&engines[..1], dir.path()))
+        .await
+        .unwrap();
+    let err = executor
+        .launch(spec(dir.path(), "true", Some("databuild-test/absent:1")))
+        .await
+        .err()
+        .expect("the launch fails");
+    match &err {
+        ExecutorError::Launch {
+            reason, retryable, ..
+        } => {
+            assert!(reason.contains("databuild-test/absent:1"), "{reason}");
+            assert!(!retryable, "a missing image does not come back by itself");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_kill_is_reported_as_out_of_memory() {
+    let Some(engines) =
+        common::engines("a_memory_limit_kill_is_reported_as_out_of_memory", 1).await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&engines[..1], dir.path()).memory_bytes(16 << 20);
+    let executor = DockerExecutor::connect(config).await.unwrap();
+    // 64 MiB in one shell variable, under a 16 MiB limit.
+    let updates = executor
+        .launch(spec(
+            dir.path(),
+            "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo ${#x}",
+            None,
+        ))
+        .await
+        .unwrap();
+    let updates = collect(updates).await;
+    match outcome(&updates) {
+        Outcome::Failed {
+            reason, retryable, ..
+        } => {
+            assert!(reason.contains("out of memory"), "{reason}");
+            assert!(!retryable);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_outlive_their_executor_and_are_reattached() {
+    let Some(engines) =
+        common::engines("containers_outlive_their_executor_and_are_reattached", 1).await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&engines[..1], dir.path());
+    let first = DockerExecutor::connect(config.clone()).await.unwrap();
+    // One run still going when its orchestrator is gone, one that ends
+    // while nobody watches.
+    let running = spec(dir.path(), "echo started; exec sleep 300", None);
+    let ended = spec(dir.path(), "echo done; exit 0", None);
+    let (running_id, ended_id) = (running.job_run_id.clone(), ended.job_run_id.clone());
+    let mut a = first.launch(running).await.unwrap();
+    assert!(matches!(a.next().await, Some(RunUpdate::Running { .. })));
+    let b = first.launch(ended).await.unwrap();
+    collect(b).await;
+    drop(a);
+    drop(first);
+
+    let second = DockerExecutor::connect(config).await.unwrap();
+    let listed: BTreeSet<(String, bool)> = second
+        .list_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.job_run_id, r.running))
+        .collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from([(running_id.clone(), true), (ended_id.clone(), false)])
+    );
+    // The one that ended: its outcome and its output, collected.
+    let done = collect(second.reattach(&ended_id).await.unwrap()).await;
+    assert!(
+        matches!(outcome(&done), Outcome::Succeeded { .. }),
+        "{done:?}"
+    );
+    // The one still running: followed, and stopped on request.
+    let mut updates = second.reattach(&running_id).await.unwrap();
+    assert!(matches!(
+        updates.next().await,
+        Some(RunUpdate::Running { .. })
+    ));
+    second.cancel(&running_id, "enough").await.unwrap();
+    let rest = collect(updates).await;
+    assert_eq!(
+        outcome(&rest),
+        &Outcome::Canceled {
+            reason: "enough".into()
+        }
+    );
+    // Recorded: the containers go.
+    second.forget(&running_id).await.unwrap();
+    second.forget(&ended_id).await.unwrap();
+    assert!(second.list_runs().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_spread_over_engines_by_free_slots() {
+    let Some(engines) = common::engines("runs_are_spread_over_engines_by_free_slots", 2).await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let executor = Arc::new(
+        DockerExecutor::connect(common::config(&engines[..2], dir.path()))
+            .await
+            .unwrap(),
+    );
+    let mut handles = Vec::new();
+    let mut streams = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let s = spec(dir.path(), "exec sleep 300", None);
+        ids.push(s.job_run_id.clone());
+        let mut updates = executor.launch(s).await.unwrap();
+        match updates.next().await {
+            Some(RunUpdate::Running { handle }) => handles.push(handle),
+            other => panic!("{other:?}"),
+        }
+        streams.push(updates);
+    }
+    let on = |engine: &str| handles.iter().filter(|h| h.contains(engine)).count();
+    assert_eq!((on("engine1/"), on("engine2/")), (2, 2), "{handles:?}");
+    let taken: Vec<usize> = executor.engines().iter().map(|e| e.1).collect();
+    assert_eq!(taken, [2, 2]);
+    for id in &ids {
+        executor.cancel(id, "done").await.unwrap();
+    }
+    for s in streams {
+        let rest = collect(s).await;
+        assert!(matches!(outcome(&rest), Outcome::Canceled { .. }));
+    }
+    for id in &ids {
+        executor.forget(id).await.unwrap();
+    }
+    let taken: Vec<usize> = executor.engines().iter().map(|e| e.1).collect();
+    assert_eq!(taken, [0, 0]);
+}
