@@ -41,8 +41,8 @@ pub enum Behaviour {
     Hang,
 }
 
-/// A POSIX `sh` script that behaves as asked (for backends that run `sh -c
-/// <script>`: local processes, containers), or `None` for behaviours a
+/// A POSIX `sh` script that behaves as asked (for backends that run it
+/// with `sh -c`: local processes, containers), or `None` for behaviours a
 /// script does not express.
 pub fn sh_script(behaviour: &Behaviour) -> Option<String> {
     Some(match behaviour {
