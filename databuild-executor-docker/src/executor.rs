@@ -67,6 +67,8 @@ struct Inner {
     engines: Vec<Engine>,
     info: ExecutorInfo,
     runs: Mutex<HashMap<String, Run>>,
+    /// Containers being removed (their outcome is recorded): not listed.
+    removing: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A run this executor launched or re-attached.
@@ -127,6 +129,7 @@ impl DockerExecutor {
             engines,
             info,
             runs: Mutex::default(),
+            removing: Mutex::default(),
         });
         tokio::spawn(keepalive(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -611,6 +614,14 @@ impl Executor for DockerExecutor {
                 found.push(SurvivingRun::new(id, running));
             }
         }
+        {
+            let removing = self
+                .inner
+                .removing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            found.retain(|r| !removing.contains(&r.job_run_id));
+        }
         found.sort_by(|a, b| a.job_run_id.cmp(&b.job_run_id));
         Ok(found)
     }
@@ -676,8 +687,11 @@ impl Executor for DockerExecutor {
         })
     }
 
+    /// The outcome is recorded: the container is removed (unless it failed
+    /// and failed containers are kept), off the caller's path: it is not
+    /// listed from now on.
     async fn forget(&self, job_run_id: &str) -> Result<(), ExecutorError> {
-        let inner = &self.inner;
+        let inner = Arc::clone(&self.inner);
         let run = inner.runs().remove(job_run_id);
         let _ = std::fs::remove_file(inner.config_file(job_run_id));
         let failed = run
@@ -691,30 +705,40 @@ impl Executor for DockerExecutor {
             Some(r) => vec![r.engine],
             None => (0..inner.engines.len()).collect(),
         };
-        for i in engines {
-            match inner.engines[i]
-                .docker
-                .remove_container(
-                    job_run_id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                )
-                .await
-            {
-                Ok(())
-                | Err(DockerError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
-                Err(e) => {
-                    return Err(ExecutorError::Backend {
-                        backend: format!("{} (engine {})", Self::NAME, inner.engines[i].name),
-                        source: Box::new(e),
-                    });
+        let id = job_run_id.to_owned();
+        inner
+            .removing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        tokio::spawn(async move {
+            for i in engines {
+                match inner.engines[i]
+                    .docker
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                {
+                    Ok(())
+                    | Err(DockerError::DockerResponseServerError {
+                        status_code: 404, ..
+                    }) => {}
+                    Err(e) => {
+                        tracing::warn!(job_run_id = %id, engine = %inner.engines[i].name, error = %e, "removing a container failed");
+                    }
                 }
             }
-        }
+            inner
+                .removing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
         Ok(())
     }
 }

@@ -173,6 +173,10 @@ impl Watch {
             Some(Err(e)) => return Err(e.to_string()),
             None => None,
         };
+        if code == Some(0) {
+            // A clean exit was not an out-of-memory kill: no inspect.
+            return Ok((0, false));
+        }
         let inspect = self
             .docker
             .inspect_container(&self.container, None::<InspectContainerOptions>)

@@ -122,6 +122,19 @@ struct LiveRun {
     stop: Option<Stop>,
 }
 
+/// A launch that came back from its executor.
+struct Launched {
+    task: TaskId,
+    run: String,
+    grant: Grant,
+    executor: Arc<dyn Executor>,
+    name: Arc<str>,
+    watched: bool,
+    timeout: Option<Duration>,
+    launched_seq: u64,
+    result: Result<crate::executor::RunUpdates, ExecutorError>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Retry(usize),
@@ -206,6 +219,10 @@ pub(super) struct Execution<'a> {
     updates: SelectAll<BoxStream<'static, (Arc<str>, RunUpdate)>>,
     control: Option<mpsc::UnboundedReceiver<Control>>,
     released: watch::Receiver<u64>,
+    /// Launches in flight.
+    launching: FuturesUnordered<BoxFuture<'static, Launched>>,
+    /// Their runs, each with a stop asked while it was being launched.
+    launching_ids: HashMap<String, Option<Stop>>,
     /// A resumed request's open runs, taken over when it starts.
     takeovers: Vec<Takeover>,
     /// Its lost runs, which its tasks' next runs follow.
@@ -279,6 +296,8 @@ impl<'a> Execution<'a> {
             delegated_failed: Vec::new(),
             control,
             released: build.inner.slots.subscribe(),
+            launching: FuturesUnordered::new(),
+            launching_ids: HashMap::new(),
             takeovers: Vec::new(),
             lost: Vec::new(),
         }
@@ -495,6 +514,11 @@ impl<'a> Execution<'a> {
                         self.on_external_end(partition, end).await?;
                     }
                 }
+                launched = self.launching.next(), if !self.launching.is_empty() => {
+                    if let Some(launched) = launched {
+                        self.on_launched(launched).await?;
+                    }
+                }
                 _ = self.released.changed(), if blocked => {}
             }
         }
@@ -545,6 +569,7 @@ impl<'a> Execution<'a> {
     fn finished(&self) -> bool {
         self.waits.is_empty()
             && self.runs.is_empty()
+            && self.launching.is_empty()
             && self.counts.backoff == 0
             && (self.counts.ready == 0 || self.ending.is_some())
     }
@@ -622,7 +647,7 @@ impl<'a> Execution<'a> {
             );
             self.pending.push(event);
         }
-        if !self.pending.is_empty() && self.runs.is_empty() {
+        if !self.pending.is_empty() && self.runs.is_empty() && self.launching.is_empty() {
             self.commit(Vec::new()).await?;
         }
         Ok(())
@@ -725,7 +750,44 @@ impl<'a> Execution<'a> {
         };
         self.set_status(task, TaskStatus::Running);
         let launched_seq = inner.lock_state().last_seq();
-        match executor.launch(spec).await {
+        // The launch runs beside the loop (a container's create and start
+        // take a while; launches to several engines overlap); its result
+        // comes back through `launching`.
+        self.launching_ids.insert(run.clone(), None);
+        let pending = Arc::clone(&executor);
+        self.launching.push(Box::pin(async move {
+            let result = pending.launch(spec).await;
+            Launched {
+                task,
+                run,
+                grant,
+                executor,
+                name,
+                watched,
+                timeout,
+                launched_seq,
+                result,
+            }
+        }));
+        Ok(())
+    }
+
+    /// A launch came back: the run is live, or its attempt failed.
+    async fn on_launched(&mut self, launched: Launched) -> Result<(), BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        let Launched {
+            task,
+            run,
+            grant,
+            executor,
+            name,
+            watched,
+            timeout,
+            launched_seq,
+            result,
+        } = launched;
+        let stop = self.launching_ids.remove(&run).flatten();
+        match result {
             Ok(updates) => {
                 self.runs.insert(
                     run.clone(),
@@ -754,6 +816,10 @@ impl<'a> Execution<'a> {
                 let id: Arc<str> = Arc::from(run.as_str());
                 self.updates
                     .push(updates.map(move |u| (Arc::clone(&id), u)).boxed());
+                // Asked to stop while it was being launched.
+                if let Some(stop) = stop {
+                    self.stop_run(&run, stop).await;
+                }
             }
             Err(e) => {
                 inner.slots.release(grant);
@@ -1516,6 +1582,12 @@ impl<'a> Execution<'a> {
             .iter()
             .filter(|(_, r)| r.stop.is_none())
             .map(|(id, _)| id.clone())
+            .chain(
+                self.launching_ids
+                    .iter()
+                    .filter(|(_, stop)| stop.is_none())
+                    .map(|(id, _)| id.clone()),
+            )
             .collect();
         running.sort();
         // A run another live request waits on is not cancelled: this request
@@ -1581,6 +1653,11 @@ impl<'a> Execution<'a> {
     /// Asks the executor to stop a run (the kill request is already
     /// recorded).
     async fn stop_run(&mut self, run: &str, stop: Stop) {
+        if let Some(pending) = self.launching_ids.get_mut(run) {
+            // Stopped once its launch comes back.
+            pending.get_or_insert(stop);
+            return;
+        }
         let Some(live) = self.runs.get_mut(run) else {
             return;
         };
@@ -1608,8 +1685,16 @@ impl<'a> Execution<'a> {
                 .await
             }
             Control::CancelRun { job_run_id, reason } => {
-                if let Some(live) = self.runs.get(&job_run_id) {
-                    if live.stop.is_some() {
+                let stopping = match (
+                    self.runs.get(&job_run_id),
+                    self.launching_ids.get(&job_run_id),
+                ) {
+                    (Some(live), _) => Some(live.stop.is_some()),
+                    (None, Some(pending)) => Some(pending.is_some()),
+                    (None, None) => None,
+                };
+                if let Some(stopping) = stopping {
+                    if stopping {
                         return Ok(());
                     }
                     self.commit(vec![self.event(
