@@ -106,6 +106,10 @@ pub struct DockerConfig {
     pub kill_grace: Duration,
     /// How often each engine is pinged.
     pub keepalive_interval: Duration,
+    /// How long a run whose engine stopped answering is held as unknown
+    /// (its container keeps running under live restore) before it fails
+    /// as lost to the engine; an engine back in time is re-attached.
+    pub engine_down_grace: Duration,
     /// The longest output line kept whole; longer lines are cut.
     pub line_cap: usize,
 }
@@ -129,6 +133,7 @@ impl DockerConfig {
             keep_failed: false,
             kill_grace: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
+            engine_down_grace: Duration::from_secs(60),
             line_cap: 1 << 20,
         }
     }
@@ -216,6 +221,13 @@ impl DockerConfig {
     #[must_use]
     pub fn kill_grace(mut self, grace: Duration) -> Self {
         self.kill_grace = grace;
+        self
+    }
+
+    /// Sets how long a run of an engine that stopped answering is held.
+    #[must_use]
+    pub fn engine_down_grace(mut self, grace: Duration) -> Self {
+        self.engine_down_grace = grace;
         self
     }
 

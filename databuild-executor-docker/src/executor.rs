@@ -14,8 +14,8 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use databuild_core::executor::{
-    Capabilities, Executor, ExecutorError, ExecutorInfo, JobRunSpec, RunLog, RunUpdate, RunUpdates,
-    SurvivingRun,
+    Capabilities, Executor, ExecutorError, ExecutorInfo, HealthReport, JobRunSpec, RunLog,
+    RunUpdate, RunUpdates, SurvivingRun,
 };
 use databuild_core::job::Launch;
 use databuild_core::job::protocol::encode_config;
@@ -69,6 +69,8 @@ struct Inner {
     runs: Mutex<HashMap<String, Run>>,
     /// Containers being removed (their outcome is recorded): not listed.
     removing: Mutex<std::collections::HashSet<String>>,
+    /// Engines that stopped answering or came back.
+    health: tokio::sync::broadcast::Sender<HealthReport>,
 }
 
 /// A run this executor launched or re-attached.
@@ -130,6 +132,7 @@ impl DockerExecutor {
             info,
             runs: Mutex::default(),
             removing: Mutex::default(),
+            health: tokio::sync::broadcast::channel(64).0,
         });
         tokio::spawn(keepalive(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -170,10 +173,22 @@ async fn keepalive(inner: std::sync::Weak<Inner>) {
                 .await
                 .is_ok_and(|r| r.is_ok());
             let was = e.healthy.swap(ok, Ordering::Relaxed);
-            if was && !ok {
-                tracing::warn!(engine = %e.name, "Docker engine stopped answering");
-            } else if !was && ok {
-                tracing::info!(engine = %e.name, "Docker engine answers again");
+            if was != ok {
+                let detail = if ok {
+                    tracing::info!(engine = %e.name, "Docker engine answers again");
+                    "the engine answers again; its runs are re-attached".to_owned()
+                } else {
+                    tracing::warn!(engine = %e.name, "Docker engine stopped answering");
+                    format!(
+                        "the engine stopped answering its keep-alive ping; its runs are held as unknown for up to {:?}",
+                        inner.config.engine_down_grace
+                    )
+                };
+                let _ = inner.health.send(HealthReport {
+                    engine: e.name.clone(),
+                    up: ok,
+                    detail,
+                });
             }
         }
     }
@@ -313,6 +328,7 @@ impl Inner {
             container: job_run_id.to_owned(),
             log,
             line_cap: self.config.line_cap,
+            engine_down_grace: self.config.engine_down_grace,
             canceled: Arc::clone(&run.canceled),
             failed: Arc::clone(&run.failed),
             updates: tx,
@@ -546,6 +562,11 @@ impl Executor for DockerExecutor {
         };
         inner.runs().insert(spec.job_run_id.clone(), run.clone());
         Ok(inner.watch(engine_index, &spec.job_run_id, attached.output, log, &run))
+    }
+
+    fn health(&self) -> Option<futures::stream::BoxStream<'static, HealthReport>> {
+        let reports = tokio_stream::wrappers::BroadcastStream::new(self.inner.health.subscribe());
+        Some(reports.filter_map(|r| async move { r.ok() }).boxed())
     }
 
     async fn cancel(&self, job_run_id: &str, reason: &str) -> Result<(), ExecutorError> {

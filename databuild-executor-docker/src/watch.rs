@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::query_parameters::{InspectContainerOptions, StatsOptions, WaitContainerOptions};
+use bollard::query_parameters::{
+    InspectContainerOptions, LogsOptions, StatsOptions, WaitContainerOptions,
+};
 use databuild_core::executor::{
     ExitStatus, LineKind, LineSplitter, Outcome, OutputScanner, RunLog, RunUpdate, Stream,
 };
@@ -24,6 +26,40 @@ const STATS_EVERY: Duration = Duration::from_secs(5);
 pub(crate) type Output =
     Pin<Box<dyn FutStream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
+/// The scanner and line splitters of one run's output, kept across
+/// re-attaches.
+struct Reading {
+    scanner: OutputScanner,
+    out: LineSplitter,
+    err: LineSplitter,
+    log_failed: Option<std::io::Error>,
+}
+
+impl Reading {
+    fn new(cap: usize) -> Self {
+        Self {
+            scanner: OutputScanner::new(),
+            out: LineSplitter::new(cap),
+            err: LineSplitter::new(cap),
+            log_failed: None,
+        }
+    }
+
+    /// Writes out what the splitters still hold.
+    fn finish(mut self, log: &mut RunLog) -> Self {
+        let scanner = &mut self.scanner;
+        self.out.finish(|line, partial| {
+            if scanner.line(line) == LineKind::Output {
+                let _ = log.write(Stream::Stdout, line, partial);
+            }
+        });
+        self.err.finish(|line, partial| {
+            let _ = log.write(Stream::Stderr, line, partial);
+        });
+        self
+    }
+}
+
 /// What a watch needs.
 pub(crate) struct Watch {
     pub(crate) docker: Docker,
@@ -31,6 +67,8 @@ pub(crate) struct Watch {
     pub(crate) container: String,
     pub(crate) log: RunLog,
     pub(crate) line_cap: usize,
+    /// How long an engine that stopped answering is waited for.
+    pub(crate) engine_down_grace: Duration,
     /// Set when a cancel was asked, with its reason.
     pub(crate) canceled: Arc<Mutex<Option<String>>>,
     /// Set when the run ended: whether it failed.
@@ -40,70 +78,47 @@ pub(crate) struct Watch {
 
 impl Watch {
     /// Reads `output` until the container has exited; returns its outcome
-    /// (also sent as the last update).
-    pub(crate) async fn run(mut self, mut output: Output) -> Outcome {
-        let mut scanner = OutputScanner::new();
-        let mut out = LineSplitter::new(self.line_cap);
-        let mut err = LineSplitter::new(self.line_cap);
-        let mut stats = tokio::time::interval(STATS_EVERY);
-        stats.tick().await;
-        let mut log_failed = None;
-        let mut output_error = None;
-        loop {
-            tokio::select! {
-                chunk = output.next() => match chunk {
-                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                        let log = &mut self.log;
-                        let updates = &self.updates;
-                        out.push(&message, |line, partial| {
-                            match scanner.line(line) {
-                                LineKind::Output => {
-                                    if let Err(e) = log.write(Stream::Stdout, line, partial) {
-                                        log_failed.get_or_insert(e);
-                                    }
-                                    let _ = updates.send(RunUpdate::Heartbeat { cpu_ms: None, rss_bytes: None });
-                                }
-                                LineKind::Heartbeat => {
-                                    let _ = updates.send(RunUpdate::Heartbeat { cpu_ms: None, rss_bytes: None });
-                                }
-                                LineKind::Marker => {}
-                            }
-                        });
+    /// (also sent as the last update). An engine that stops answering is
+    /// waited for (up to `engine_down_grace`): the container keeps running
+    /// (engines run with live restore), and when the engine is back its
+    /// output since the loss is read and its exit collected.
+    pub(crate) async fn run(mut self, output: Output) -> Outcome {
+        let mut reading = Reading::new(self.line_cap);
+        let mut output_error = self.read(output, &mut reading).await;
+        let exit = loop {
+            match self.exit().await {
+                Ok(exit) => break Ok(exit),
+                Err(reason) => {
+                    let lost_at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    if !self.hold().await {
+                        break Err(reason);
                     }
-                    Some(Ok(LogOutput::StdErr { message })) => {
-                        let log = &mut self.log;
-                        err.push(&message, |line, partial| {
-                            if let Err(e) = log.write(Stream::Stderr, line, partial) {
-                                log_failed.get_or_insert(e);
-                            }
-                        });
-                    }
-                    Some(Ok(LogOutput::StdIn { .. })) => {}
-                    Some(Err(e)) => {
-                        output_error = Some(e.to_string());
-                        break;
-                    }
-                    None => break,
-                },
-                _ = stats.tick() => {
-                    if let Some(beat) = self.stats().await {
-                        let _ = self.updates.send(beat);
-                    }
+                    // Back: what it printed meanwhile (from the second it was
+                    // lost: a line of that second may come twice), then its
+                    // exit.
+                    let since = i32::try_from(lost_at.saturating_sub(1)).unwrap_or(0);
+                    let logs: Output = Box::pin(self.docker.logs(
+                        &self.container,
+                        Some(LogsOptions {
+                            follow: true,
+                            stdout: true,
+                            stderr: true,
+                            since,
+                            ..Default::default()
+                        }),
+                    ));
+                    output_error = self.read(logs, &mut reading).await;
                 }
             }
-        }
-        {
-            let log = &mut self.log;
-            out.finish(|line, partial| {
-                if scanner.line(line) == LineKind::Output {
-                    let _ = log.write(Stream::Stdout, line, partial);
-                }
-            });
-            err.finish(|line, partial| {
-                let _ = log.write(Stream::Stderr, line, partial);
-            });
-        }
-        let outcome = match self.exit().await {
+        };
+        let Reading {
+            scanner,
+            log_failed,
+            ..
+        } = reading.finish(&mut self.log);
+        let outcome = match exit {
             Ok((code, oom)) => {
                 let canceled = self
                     .canceled
@@ -155,6 +170,74 @@ impl Watch {
             Some(!matches!(outcome, Outcome::Succeeded { .. }));
         let _ = self.updates.send(RunUpdate::Exited(outcome.clone()));
         outcome
+    }
+
+    /// Reads output chunks into the log and the scanner until the stream
+    /// ends; returns the stream's error, if it ended with one.
+    async fn read(&mut self, mut output: Output, r: &mut Reading) -> Option<String> {
+        let mut stats = tokio::time::interval(STATS_EVERY);
+        stats.tick().await;
+        loop {
+            tokio::select! {
+                chunk = output.next() => match chunk {
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                        let log = &mut self.log;
+                        let updates = &self.updates;
+                        let (scanner, log_failed) = (&mut r.scanner, &mut r.log_failed);
+                        r.out.push(&message, |line, partial| {
+                            match scanner.line(line) {
+                                LineKind::Output => {
+                                    if let Err(e) = log.write(Stream::Stdout, line, partial) {
+                                        log_failed.get_or_insert(e);
+                                    }
+                                    let _ = updates.send(RunUpdate::Heartbeat { cpu_ms: None, rss_bytes: None });
+                                }
+                                LineKind::Heartbeat => {
+                                    let _ = updates.send(RunUpdate::Heartbeat { cpu_ms: None, rss_bytes: None });
+                                }
+                                LineKind::Marker => {}
+                            }
+                        });
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => {
+                        let log = &mut self.log;
+                        let log_failed = &mut r.log_failed;
+                        r.err.push(&message, |line, partial| {
+                            if let Err(e) = log.write(Stream::Stderr, line, partial) {
+                                log_failed.get_or_insert(e);
+                            }
+                        });
+                    }
+                    Some(Ok(LogOutput::StdIn { .. })) => {}
+                    Some(Err(e)) => return Some(e.to_string()),
+                    None => return None,
+                },
+                _ = stats.tick() => {
+                    if let Some(beat) = self.stats().await {
+                        let _ = self.updates.send(beat);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a failed request: true once the engine answers again (it had
+    /// stopped answering), false when it answers at once (the failure was
+    /// not the engine's) or stays silent past `engine_down_grace`.
+    async fn hold(&self) -> bool {
+        if self.docker.ping().await.is_ok() {
+            return false;
+        }
+        tracing::warn!(engine = %self.engine, container = %self.container, "engine stopped answering; holding the run as unknown");
+        let deadline = tokio::time::Instant::now() + self.engine_down_grace;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if self.docker.ping().await.is_ok() {
+                tracing::info!(engine = %self.engine, container = %self.container, "engine is back; re-attaching");
+                return true;
+            }
+        }
+        false
     }
 
     /// The container's exit code once it is not running, and whether the

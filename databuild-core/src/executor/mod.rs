@@ -265,6 +265,25 @@ pub trait Executor: Send + Sync + fmt::Debug {
         let _ = job_run_id;
         Ok(())
     }
+
+    /// Changes in the health of the backend or its engines (an engine that
+    /// stopped answering, or came back), which the orchestrator records as
+    /// `ExecutorHealth` events. Each call is a new subscription. The
+    /// default reports nothing.
+    fn health(&self) -> Option<BoxStream<'static, HealthReport>> {
+        None
+    }
+}
+
+/// A change in the health of an executor or one of its engines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    /// The engine (empty for the executor as a whole).
+    pub engine: String,
+    /// Whether it answers now.
+    pub up: bool,
+    /// What was seen.
+    pub detail: String,
 }
 
 macro_rules! forward_executor {
@@ -288,6 +307,9 @@ macro_rules! forward_executor {
             }
             async fn forget(&self, job_run_id: &str) -> Result<(), ExecutorError> {
                 (**self).forget(job_run_id).await
+            }
+            fn health(&self) -> Option<BoxStream<'static, HealthReport>> {
+                (**self).health()
             }
         }
     )*};

@@ -401,10 +401,44 @@ impl Inner {
                     }
                     *self.lock_state() = state;
                 }
+                self.record_health();
                 self.recover().await
             })
             .await
             .map(|_| ())
+    }
+
+    /// Records the executor's health reports as `ExecutorHealth` events,
+    /// on a task of its own, for as long as the orchestrator lives.
+    fn record_health(self: &Arc<Self>) {
+        let Some(executor) = &self.executor else {
+            return;
+        };
+        let Some(mut reports) = executor.health() else {
+            return;
+        };
+        let name = executor.info().name;
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(report) = reports.next().await {
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let event = BuildEvent::at(
+                    inner.clock.now_ns(),
+                    Event::ExecutorHealth(crate::proto::ExecutorHealth {
+                        executor: name.clone(),
+                        engine: report.engine,
+                        up: report.up,
+                        detail: report.detail,
+                    }),
+                );
+                if let Err(e) = inner.commit(vec![event]).await {
+                    tracing::warn!(error = %e, "recording an executor health report failed");
+                }
+            }
+        });
     }
 
     /// Applies events to the build state (refusing what the diagrams do not

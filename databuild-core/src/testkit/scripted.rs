@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::executor::{
-    Capabilities, Executor, ExecutorError, ExecutorInfo, ExitStatus, JobRunSpec, Outcome,
-    RunUpdate, RunUpdates, SurvivingRun,
+    Capabilities, Executor, ExecutorError, ExecutorInfo, ExitStatus, HealthReport, JobRunSpec,
+    Outcome, RunUpdate, RunUpdates, SurvivingRun,
 };
 use crate::job::protocol::MissingDeps;
 use crate::proto::FailureStage;
@@ -93,6 +93,7 @@ struct Inner {
     /// else how they ended meanwhile.
     survivors: HashMap<String, Option<Outcome>>,
     reattached: Mutex<Vec<String>>,
+    health: tokio::sync::broadcast::Sender<HealthReport>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -189,6 +190,12 @@ impl ScriptedExecutor {
         self
     }
 
+    /// Reports a change of health to every subscriber of
+    /// [`Executor::health`].
+    pub fn report_health(&self, report: HealthReport) {
+        let _ = self.inner.health.send(report);
+    }
+
     /// Every job run id re-attached, in order.
     pub fn reattached(&self) -> Vec<String> {
         self.inner
@@ -216,6 +223,7 @@ impl ScriptedExecutor {
                 info: ExecutorInfo::new("scripted", Capabilities::default().with_cancel(true)),
                 survivors: HashMap::new(),
                 reattached: Mutex::default(),
+                health: tokio::sync::broadcast::channel(16).0,
             }),
         }
     }
@@ -380,6 +388,12 @@ impl Executor for ScriptedExecutor {
             }
         }
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+
+    fn health(&self) -> Option<futures::stream::BoxStream<'static, HealthReport>> {
+        use futures::StreamExt;
+        let reports = tokio_stream::wrappers::BroadcastStream::new(self.inner.health.subscribe());
+        Some(reports.filter_map(|r| async move { r.ok() }).boxed())
     }
 
     async fn list_runs(&self) -> Result<Vec<SurvivingRun>, ExecutorError> {

@@ -75,3 +75,42 @@ async fn a_full_disk_fails_the_build_and_loses_nothing() {
         .unwrap();
     assert_eq!(BuildState::replay(&events).unwrap(), o.state());
 }
+
+/// An executor's health reports (an engine that stopped answering, and came
+/// back) are recorded as `executor_health` events.
+#[tokio::test(start_paused = true)]
+async fn executor_health_reports_are_recorded() {
+    let executor = ScriptedExecutor::new();
+    let rig = rig(vec![job("a", &[])], executor.clone());
+    rig.o.load().await.unwrap();
+    for up in [false, true] {
+        executor.report_health(databuild_core::executor::HealthReport {
+            engine: "engine1".into(),
+            up,
+            detail: "keep-alive".into(),
+        });
+    }
+    let mut seen = Vec::new();
+    for _ in 0..1000 {
+        seen = rig
+            .bel
+            .read(0, &EventFilter::all(), usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Some(databuild_core::bel::Event::ExecutorHealth(h)) => Some((h.engine, h.up)),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        if seen.len() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        seen,
+        [("engine1".to_owned(), false), ("engine1".to_owned(), true)]
+    );
+    rig.log().await;
+}
