@@ -18,6 +18,8 @@ pub(crate) struct Engine {
     pub(crate) in_use: AtomicUsize,
     /// The last keep-alive ping was answered.
     pub(crate) healthy: AtomicBool,
+    /// Reached over TCP: it shares no file system with this host.
+    pub(crate) remote: bool,
     /// `os` and `arch` as executor labels (`linux`, `x86_64`).
     pub(crate) os: String,
     pub(crate) arch: String,
@@ -73,6 +75,7 @@ impl Engine {
             slots: config.slots.max(1),
             in_use: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
+            remote: matches!(config.endpoint, Endpoint::Tls { .. }),
             os: version.os.unwrap_or_default(),
             arch,
         })

@@ -403,6 +403,11 @@ impl Executor for DockerExecutor {
             Inner::launch_error(&spec, format!("{}: {e}", config_file.display()), true)
         })?;
 
+        let engine_index = inner.pick();
+        let engine = &inner.engines[engine_index];
+        // An engine over TCP shares no file system with us: the config file
+        // goes in by upload, and the scratch directory is not shared.
+        let remote = engine.remote;
         let mut env: Vec<String> = launch
             .env
             .iter()
@@ -412,14 +417,18 @@ impl Executor for DockerExecutor {
         env.extend(
             spec.databuild_env()
                 .into_iter()
+                .filter(|(k, _)| !(remote && k == "DATABUILD_SCRATCH_DIR"))
                 .map(|(k, v)| format!("{k}={v}")),
         );
         env.push(format!("DATABUILD_CONFIG_FILE={CONFIG_IN_CONTAINER}"));
-        let mut binds = vec![format!(
-            "{}:{CONFIG_IN_CONTAINER}:ro",
-            config_file.display()
-        )];
-        if let Some(scratch) = &spec.scratch_dir {
+        let mut binds = Vec::new();
+        if !remote {
+            binds.push(format!(
+                "{}:{CONFIG_IN_CONTAINER}:ro",
+                config_file.display()
+            ));
+        }
+        if let Some(scratch) = spec.scratch_dir.as_ref().filter(|_| !remote) {
             let scratch = absolute(scratch);
             binds.push(format!("{}:{}", scratch.display(), scratch.display()));
         }
@@ -477,8 +486,6 @@ impl Executor for DockerExecutor {
             }),
             ..Default::default()
         };
-        let engine_index = inner.pick();
-        let engine = &inner.engines[engine_index];
         engine.in_use.fetch_add(1, Ordering::Relaxed);
         let release = || {
             engine.in_use.fetch_sub(1, Ordering::Relaxed);
@@ -499,6 +506,15 @@ impl Executor for DockerExecutor {
                 )
                 .await;
         };
+        if remote && let Err(e) = upload_config(engine, &spec.job_run_id, &config_json).await {
+            remove().await;
+            release();
+            return Err(Inner::launch_error(
+                &spec,
+                format!("uploading the config to engine {} failed: {e}", engine.name),
+                true,
+            ));
+        }
         // Attached before start, so no output is missed and the config can
         // go in on stdin.
         let attached = engine
@@ -762,6 +778,36 @@ impl Executor for DockerExecutor {
         });
         Ok(())
     }
+}
+
+/// Puts the config file into a created container (as
+/// `/databuild/config.json`): a tar archive through the Engine API.
+async fn upload_config(engine: &Engine, container: &str, config: &[u8]) -> Result<(), String> {
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(config.len() as u64);
+    header.set_mode(0o444);
+    header.set_cksum();
+    archive
+        .append_data(
+            &mut header,
+            CONFIG_IN_CONTAINER.trim_start_matches('/'),
+            config,
+        )
+        .map_err(|e| e.to_string())?;
+    let bytes = archive.into_inner().map_err(|e| e.to_string())?;
+    engine
+        .docker
+        .upload_to_container(
+            container,
+            Some(bollard::query_parameters::UploadToContainerOptions {
+                path: "/".to_owned(),
+                ..Default::default()
+            }),
+            bollard::body_full(bytes.into()),
+        )
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// `path` made absolute (bind mounts need absolute host paths).
