@@ -216,3 +216,37 @@ async fn runs_are_spread_over_engines_by_free_slots() {
     let taken: Vec<usize> = executor.engines().iter().map(|e| e.1).collect();
     assert_eq!(taken, [0, 0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_containers_are_kept_when_asked() {
+    let Some(engines) = common::engines("failed_containers_are_kept_when_asked", 1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let executor =
+        DockerExecutor::connect(common::config(&engines[..1], dir.path()).keep_failed(true))
+            .await
+            .unwrap();
+    let failing = spec(dir.path(), "echo broken; exit 2", None);
+    let passing = spec(dir.path(), "true", None);
+    let (failing_id, passing_id) = (failing.job_run_id.clone(), passing.job_run_id.clone());
+    for s in [failing, passing] {
+        let id = s.job_run_id.clone();
+        collect(executor.launch(s).await.unwrap()).await;
+        executor.forget(&id).await.unwrap();
+    }
+    // The failed run's container stays for debugging; the other goes.
+    let listed: Vec<String> = executor
+        .list_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job_run_id)
+        .collect();
+    assert!(listed.contains(&failing_id), "{listed:?}");
+    assert!(!listed.contains(&passing_id), "{listed:?}");
+    // Forgotten again (as by hand), it goes too; the removal runs in the
+    // background, so give it a moment before the runtime ends.
+    executor.forget(&failing_id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}

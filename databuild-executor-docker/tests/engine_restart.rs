@@ -1,24 +1,60 @@
-//! An engine stopped and started again while a run is in it: the run is
-//! held as unknown, re-attached when the engine is back, and ends as it
-//! would have; the executor reports the engine down, then up. (A test
-//! binary of its own: it restarts an engine other tests use.)
+//! An engine stopped and started again in the middle of a build: the run
+//! in it is held as unknown, re-attached when the engine is back, and ends
+//! as it would have; the orchestrator records the engine going down and
+//! coming back (`executor_health`). (A test binary of its own: it restarts
+//! an engine other tests use.)
 //!
 //! Needs `DATABUILD_TEST_DOCKER_DIR`, the directory `.ci/docker-engines`
 //! started the engines in (CI sets it).
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use databuild_core::executor::{HealthReport, JobRunSpec, Outcome, RunUpdate};
+use async_trait::async_trait;
+use databuild_core::bel::check::check_log;
+use databuild_core::bel::{BelSink, Event, EventFilter};
 use databuild_core::job::ProcessLaunch;
-use databuild_core::{Executor, JobConfig, JobLabel, Launch, PartitionRef};
+use databuild_core::{
+    BuildOptions, DataBuildJob, Graph, JobConfig, JobConfigError, JobLabel, Launch, MemoryBel,
+    Orchestrator, PartitionPattern, PartitionRef,
+};
 use databuild_executor_docker::DockerExecutor;
-use futures::StreamExt;
+
+#[derive(Debug)]
+struct Slow {
+    label: JobLabel,
+    patterns: Vec<PartitionPattern>,
+}
+
+#[async_trait]
+impl DataBuildJob for Slow {
+    fn label(&self) -> &JobLabel {
+        &self.label
+    }
+    fn patterns(&self) -> &[PartitionPattern] {
+        &self.patterns
+    }
+    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
+        Ok(outputs
+            .iter()
+            .map(|o| JobConfig::new([o.clone()]))
+            .collect())
+    }
+    fn launch(&self) -> Launch {
+        Launch::Process(ProcessLaunch::new(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo before; sleep 4; echo after".into(),
+            "sh".into(),
+        ]))
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_survives_its_engine_restarting() {
-    let Some(engines) = common::engines("a_run_survives_its_engine_restarting", 1).await else {
+async fn a_build_survives_its_engine_restarting() {
+    let Some(engines) = common::engines("a_build_survives_its_engine_restarting", 1).await else {
         return;
     };
     let Some(engines_dir) = std::env::var_os("DATABUILD_TEST_DOCKER_DIR") else {
@@ -27,12 +63,11 @@ async fn a_run_survives_its_engine_restarting() {
             "DATABUILD_TEST_DOCKER=1 needs DATABUILD_TEST_DOCKER_DIR"
         );
         println!(
-            "skipping a_run_survives_its_engine_restarting: DATABUILD_TEST_DOCKER_DIR is not set"
+            "skipping a_build_survives_its_engine_restarting: DATABUILD_TEST_DOCKER_DIR is not set"
         );
         return;
     };
-    let engine = engines[0].clone();
-    let number = engine
+    let number = engines[0]
         .file_stem()
         .and_then(|s| s.to_str())
         .and_then(|s| s.strip_prefix("engine"))
@@ -42,29 +77,34 @@ async fn a_run_survives_its_engine_restarting() {
     let config = common::config(&engines[..1], dir.path())
         .keepalive_interval(Duration::from_millis(200))
         .engine_down_grace(Duration::from_secs(60));
-    let executor = DockerExecutor::connect(config).await.unwrap();
-    let mut health = executor
-        .health()
-        .expect("the Docker executor reports health");
-    let log = dir.path().join("run.jsonl");
-    let spec = JobRunSpec::new(
-        format!("restart-{}", common::uuid_like()),
-        "engine-restart",
-        JobLabel::new("//restart").unwrap(),
-        JobConfig::new([PartitionRef::new("restart/1").unwrap()]),
-        Launch::Process(ProcessLaunch::new(vec![
-            "sh".into(),
-            "-c".into(),
-            "echo before; sleep 4; echo after".into(),
-            "sh".into(),
-        ])),
-        log.clone(),
+    let executor = Arc::new(DockerExecutor::connect(config).await.unwrap());
+    let bel = MemoryBel::new();
+    let o = Orchestrator::builder()
+        .graph(
+            Graph::builder()
+                .job(Slow {
+                    label: JobLabel::new("//slow").unwrap(),
+                    patterns: vec![PartitionPattern::new(r"slow/\d+").unwrap()],
+                })
+                .build()
+                .unwrap(),
+        )
+        .bel(Arc::new(bel.clone()))
+        .executor(executor)
+        .state_dir(dir.path())
+        .build()
+        .unwrap();
+    let handle = o.start(
+        &[PartitionRef::new("slow/1").unwrap()],
+        BuildOptions::default(),
     );
-    let mut updates = executor.launch(spec).await.unwrap();
-    assert!(matches!(
-        updates.next().await,
-        Some(RunUpdate::Running { .. })
-    ));
+    let events = || async { bel.read(0, &EventFilter::all(), usize::MAX).await.unwrap() };
+    for _ in 0..600 {
+        if events().await.iter().any(|e| e.kind() == "job_run_running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/docker-engines");
     let status = std::process::Command::new("bash")
         .args([script, "restart"])
@@ -73,24 +113,52 @@ async fn a_run_survives_its_engine_restarting() {
         .status()
         .unwrap();
     assert!(status.success());
-    let rest: Vec<RunUpdate> = tokio::time::timeout(Duration::from_secs(120), updates.collect())
+    let outcome = tokio::time::timeout(Duration::from_secs(120), handle.outcome())
         .await
-        .expect("the run ended");
+        .expect("the build ended")
+        .unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    // The run's log has what it printed before and after the restart.
+    let logs = walk(dir.path());
     assert!(
-        matches!(
-            rest.last(),
-            Some(RunUpdate::Exited(Outcome::Succeeded { .. }))
-        ),
-        "{rest:?}"
+        logs.iter()
+            .any(|t| t.contains("before") && t.contains("after")),
+        "{logs:?}"
     );
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("before") && text.contains("after"), "{text}");
-    let mut seen: Vec<HealthReport> = Vec::new();
-    while !seen.iter().any(|r| r.up) {
-        match tokio::time::timeout(Duration::from_secs(30), health.next()).await {
-            Ok(Some(report)) => seen.push(report),
-            other => panic!("no health report: {other:?} after {seen:?}"),
+    // The engine's health, as the orchestrator recorded it: down, then up.
+    let mut health = Vec::new();
+    for _ in 0..200 {
+        health = events()
+            .await
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Some(Event::ExecutorHealth(h)) => Some(h.up),
+                _ => None,
+            })
+            .collect();
+        if health.contains(&true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(health.first(), Some(&false), "{health:?}");
+    assert!(health.contains(&true), "{health:?}");
+    check_log(&events().await).unwrap();
+}
+
+/// The text of every `.jsonl` file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "jsonl") {
+            found.push(std::fs::read_to_string(&path).unwrap_or_default());
         }
     }
-    assert!(!seen[0].up, "down first: {seen:?}");
+    found
 }
