@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use databuild_core::executor::{JobRunSpec, Outcome, RunUpdate};
 use databuild_core::job::ProcessLaunch;
-use databuild_core::testkit::executor::{self, Behaviour, ExecutorHarness};
+use databuild_core::testkit::executor;
 use databuild_core::{Executor, JobConfig, JobLabel, Launch, PartitionRef};
 use databuild_executor_docker::{DockerConfig, DockerExecutor, Endpoint, EngineConfig};
 use futures::StreamExt;
@@ -49,42 +49,14 @@ async fn tls_executor(test: &str, state: &std::path::Path) -> Option<DockerExecu
     Some(DockerExecutor::connect(config).await.unwrap())
 }
 
-struct Tls {
-    executor: Arc<DockerExecutor>,
-    dir: tempfile::TempDir,
-}
-
-impl ExecutorHarness for Tls {
-    fn name(&self) -> &str {
-        "docker over TLS"
-    }
-    fn executor(&self) -> Arc<dyn Executor> {
-        Arc::clone(&self.executor) as Arc<dyn Executor>
-    }
-    fn launch_for(&self, behaviour: &Behaviour) -> Option<Launch> {
-        let script = executor::sh_script(behaviour)?;
-        Some(Launch::Process(ProcessLaunch::new(vec![
-            "sh".into(),
-            "-c".into(),
-            script,
-            "sh".into(),
-        ])))
-    }
-    fn log_dir(&self) -> PathBuf {
-        self.dir.path().join("logs")
-    }
-    fn captures_logs(&self) -> bool {
-        true
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_executor_over_tls_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let Some(executor) = tls_executor("docker_executor_over_tls_conforms", dir.path()).await else {
         return;
     };
-    let harness = Tls {
+    let harness = common::Harness {
+        name: "docker over TLS",
         executor: Arc::new(executor),
         dir,
     };
