@@ -4,7 +4,9 @@
 //! A task whose inputs are all built gets a job run at once (`JobRunQueued`,
 //! in the same batch as the success that made it ready). Queued runs are
 //! launched as slots allow (`JobScheduled` is committed before the
-//! executor is asked). The loop sleeps on one `select!`: executor updates,
+//! executor is asked; the launch itself runs beside the loop, so slow
+//! launches, such as a container's create and start, overlap). The loop
+//! sleeps on one `select!`: executor updates, launches coming back,
 //! control messages (cancel), the earliest timer (retry backoff, run
 //! timeout, liveness, build heartbeat, cancel wait) and, when ready work is
 //! waiting for slots another request holds, the slots' release signal.

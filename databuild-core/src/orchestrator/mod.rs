@@ -30,6 +30,14 @@
 //! `build_canceled`. With [`BuildOptions::keep_going`], a failure does not
 //! stop the request: what depends on the failed task is not built and the
 //! rest goes on.
+//!
+//! After a restart on the same BEL, [`Orchestrator::load`] resumes the
+//! requests the last orchestrator left open ([`Orchestrator::resumed`]):
+//! only-queued runs go back to the queue, scheduled runs that never
+//! launched are launched under their ids, started runs are re-attached when
+//! the executor can recover them (else Lost, and their tasks run as the
+//! next attempt). An executor's health reports (`Executor::health`) are
+//! recorded as `executor_health` events.
 
 mod error;
 mod execution;
