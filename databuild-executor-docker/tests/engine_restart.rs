@@ -12,45 +12,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use databuild_core::bel::check::check_log;
 use databuild_core::bel::{BelSink, Event, EventFilter};
-use databuild_core::job::ProcessLaunch;
-use databuild_core::{
-    BuildOptions, DataBuildJob, Graph, JobConfig, JobConfigError, JobLabel, Launch, MemoryBel,
-    Orchestrator, PartitionPattern, PartitionRef,
-};
+use databuild_core::testkit::jobs::TestJob;
+use databuild_core::{BuildOptions, Graph, MemoryBel, Orchestrator, PartitionRef};
 use databuild_executor_docker::DockerExecutor;
-
-#[derive(Debug)]
-struct Slow {
-    label: JobLabel,
-    patterns: Vec<PartitionPattern>,
-}
-
-#[async_trait]
-impl DataBuildJob for Slow {
-    fn label(&self) -> &JobLabel {
-        &self.label
-    }
-    fn patterns(&self) -> &[PartitionPattern] {
-        &self.patterns
-    }
-    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
-        Ok(outputs
-            .iter()
-            .map(|o| JobConfig::new([o.clone()]))
-            .collect())
-    }
-    fn launch(&self) -> Launch {
-        Launch::Process(ProcessLaunch::new(vec![
-            "sh".into(),
-            "-c".into(),
-            "echo before; sleep 4; echo after".into(),
-            "sh".into(),
-        ]))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_survives_its_engine_restarting() {
@@ -82,10 +48,7 @@ async fn a_build_survives_its_engine_restarting() {
     let o = Orchestrator::builder()
         .graph(
             Graph::builder()
-                .job(Slow {
-                    label: JobLabel::new("//slow").unwrap(),
-                    patterns: vec![PartitionPattern::new(r"slow/\d+").unwrap()],
-                })
+                .job(TestJob::sh("slow", "echo before; sleep 4; echo after"))
                 .build()
                 .unwrap(),
         )

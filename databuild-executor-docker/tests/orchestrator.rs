@@ -6,60 +6,16 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use databuild_core::bel::check::check_log;
 use databuild_core::bel::{BelSink, Event, EventFilter};
-use databuild_core::job::ProcessLaunch;
 use databuild_core::state::BuildState;
-use databuild_core::{
-    BuildOptions, DataBuildJob, Executor, Graph, JobConfig, JobConfigError, JobLabel, Launch,
-    MemoryBel, Orchestrator, PartitionPattern, PartitionRef, SchedulingHints,
-};
+use databuild_core::testkit::jobs::TestJob;
+use databuild_core::{BuildOptions, Executor, Graph, MemoryBel, Orchestrator, PartitionRef};
 use databuild_executor_docker::DockerExecutor;
 
 /// `<name>/<key>` made by `script` in the test image.
-#[derive(Debug)]
-struct Job {
-    label: JobLabel,
-    patterns: Vec<PartitionPattern>,
-    script: String,
-    hints: Arc<SchedulingHints>,
-}
-
-fn job(name: &str, script: &str) -> Job {
-    Job {
-        label: JobLabel::new(format!("//{name}")).unwrap(),
-        patterns: vec![PartitionPattern::new(&format!("{name}/.*")).unwrap()],
-        script: script.to_owned(),
-        hints: Arc::default(),
-    }
-}
-
-#[async_trait]
-impl DataBuildJob for Job {
-    fn label(&self) -> &JobLabel {
-        &self.label
-    }
-    fn patterns(&self) -> &[PartitionPattern] {
-        &self.patterns
-    }
-    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
-        Ok(outputs
-            .iter()
-            .map(|o| JobConfig::new([o.clone()]).hints(Arc::clone(&self.hints)))
-            .collect())
-    }
-    fn launch(&self) -> Launch {
-        Launch::Process(
-            ProcessLaunch::new(vec![
-                "sh".into(),
-                "-c".into(),
-                self.script.clone(),
-                "sh".into(),
-            ])
-            .image(common::IMAGE),
-        )
-    }
+fn job(name: &str, script: &str) -> TestJob {
+    TestJob::sh(name, script).image(common::IMAGE)
 }
 
 fn r(s: &str) -> PartitionRef {
@@ -67,7 +23,7 @@ fn r(s: &str) -> PartitionRef {
 }
 
 fn orchestrator(
-    job: Job,
+    job: TestJob,
     executor: &Arc<DockerExecutor>,
     bel: &MemoryBel,
     dir: &std::path::Path,
@@ -100,8 +56,7 @@ async fn a_run_past_its_timeout_is_stopped_and_fails_as_a_timeout() {
             .await
             .unwrap(),
     );
-    let mut slow = job("slow", "exec sleep 300");
-    Arc::make_mut(&mut slow.hints).timeout = Some(Duration::from_secs(1));
+    let slow = job("slow", "exec sleep 300").hints(|h| h.timeout = Some(Duration::from_secs(1)));
     let bel = MemoryBel::new();
     let o = orchestrator(slow, &executor, &bel, dir.path());
     let outcome = o.build(&[r("slow/1")]).await.unwrap();

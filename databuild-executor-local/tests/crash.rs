@@ -20,18 +20,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use databuild_bel_sqlite::SqliteBel;
 use databuild_core::bel::check::check_log;
 use databuild_core::bel::{BelSink, EventFilter};
-use databuild_core::job::ProcessLaunch;
 use databuild_core::proto::PartitionStatus;
 use databuild_core::state::BuildState;
 use databuild_core::testkit::hooked::HookedSink;
-use databuild_core::{
-    DataBuildJob, Graph, JobConfig, JobConfigError, JobLabel, Launch, Orchestrator,
-    PartitionPattern, PartitionRef,
-};
+use databuild_core::testkit::jobs::TestJob;
+use databuild_core::{Graph, Orchestrator, PartitionRef};
 use databuild_executor_local::{LocalConfig, LocalExecutor};
 
 const ROLE: &str = "DATABUILD_CRASH_ORCHESTRATOR";
@@ -39,61 +35,22 @@ const FAILPOINT: &str = "DATABUILD_CRASH_FAILPOINT";
 const WIDTH: usize = 100;
 const LAYERS: [&str; 3] = ["a", "b", "c"];
 
-/// `<layer>/<i>` reads the layer below's `<i>`; its run appends its output
-/// to `side-effects`, after a short sleep (so kills land mid-run).
-#[derive(Debug)]
-struct Layer {
-    label: JobLabel,
-    patterns: Vec<PartitionPattern>,
-    below: Option<&'static str>,
-    side_effects: String,
-}
-
-#[async_trait]
-impl DataBuildJob for Layer {
-    fn label(&self) -> &JobLabel {
-        &self.label
-    }
-    fn patterns(&self) -> &[PartitionPattern] {
-        &self.patterns
-    }
-    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
-        Ok(outputs
-            .iter()
-            .map(|o| {
-                let mut c = JobConfig::new([o.clone()]);
-                if let Some(below) = self.below {
-                    let i = o.as_str().split('/').nth(1).unwrap_or_default();
-                    c = c.materialize(PartitionRef::new(format!("{below}/{i}")).unwrap());
-                }
-                c
-            })
-            .collect())
-    }
-    fn launch(&self) -> Launch {
-        Launch::Process(ProcessLaunch::new(vec![
-            "sh".into(),
-            "-c".into(),
-            format!(
-                "sleep 0.1; echo \"$DATABUILD_OUTPUTS $DATABUILD_JOB_RUN_ID\" >> {}",
-                self.side_effects
-            ),
-            "sh".into(),
-        ]))
-    }
-}
-
 /// The orchestrator process: build everything, exit 0 when it is built.
 async fn orchestrate(dir: &Path) -> i32 {
     let side = dir.join("side-effects").to_string_lossy().into_owned();
     let mut graph = Graph::builder();
+    // `<layer>/<i>` reads the layer below's `<i>`; its run appends its
+    // output and run id to `side-effects`, after a short sleep (so kills
+    // land mid-run).
     for (k, layer) in LAYERS.iter().enumerate() {
-        graph = graph.job(Layer {
-            label: JobLabel::new(format!("//{layer}")).unwrap(),
-            patterns: vec![PartitionPattern::new(&format!(r"{layer}/\d+")).unwrap()],
-            below: k.checked_sub(1).map(|b| LAYERS[b]),
-            side_effects: side.clone(),
-        });
+        let mut job = TestJob::sh(
+            layer,
+            format!("sleep 0.1; echo \"$DATABUILD_OUTPUTS $DATABUILD_JOB_RUN_ID\" >> {side}"),
+        );
+        if let Some(below) = k.checked_sub(1).map(|b| LAYERS[b]) {
+            job = job.reads(below);
+        }
+        graph = graph.job(job);
     }
     let state = dir.join("state");
     let sqlite = Arc::new(SqliteBel::open(dir.join("bel.sqlite")).unwrap());

@@ -6,6 +6,8 @@
 //!   [`executor::run_all`].
 //! - [`hooked`]: a sink wrapper that fails appends or stops the process at
 //!   chosen batches, for fault and crash tests.
+//! - [`jobs`]: a job for tests (`<name>/<key>` partitions, inputs by key,
+//!   run as a process).
 //! - [`scripted`]: a test-driven executor for orchestrator tests; it passes
 //!   the executor suite too.
 //! - [`sink`]: checks every [`BelSink`](crate::BelSink) must pass. A sink's
@@ -18,5 +20,6 @@
 
 pub mod executor;
 pub mod hooked;
+pub mod jobs;
 pub mod scripted;
 pub mod sink;

@@ -15,75 +15,29 @@ mod scheduling;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use databuild_core::bel::check::check_log;
 use databuild_core::clock::SequentialIds;
-use databuild_core::job::ProcessLaunch;
 use databuild_core::state::BuildState;
 use databuild_core::testkit::scripted::ScriptedExecutor;
 use databuild_core::{
-    BelSink, BuildEvent, DataBuildJob, EventFilter, Graph, JobConfig, JobConfigError, JobLabel,
-    Launch, MemoryBel, Orchestrator, OrchestratorSettings, PartitionPattern, PartitionRef,
-    SchedulingHints,
+    BelSink, BuildEvent, EventFilter, Graph, JobConfig, MemoryBel, Orchestrator,
+    OrchestratorSettings, PartitionRef,
 };
 
 pub(crate) fn r(s: &str) -> PartitionRef {
     PartitionRef::new(s).unwrap()
 }
 
+pub(crate) use databuild_core::testkit::jobs::TestJob;
+
 /// A job planned in process whose runs go to the scripted executor:
 /// produces `<name>/<key>`, one config per output, reading
 /// `<input>/<key>` for each of its inputs.
-#[derive(Debug)]
-pub(crate) struct TestJob {
-    label: JobLabel,
-    patterns: Vec<PartitionPattern>,
-    inputs: Vec<String>,
-    hints: Arc<SchedulingHints>,
-}
-
 pub(crate) fn job(name: &str, inputs: &[&str]) -> TestJob {
-    TestJob {
-        label: JobLabel::new(format!("//{name}")).unwrap(),
-        patterns: vec![PartitionPattern::new(&format!("{name}/.*")).unwrap()],
-        inputs: inputs.iter().map(|s| (*s).to_owned()).collect(),
-        hints: Arc::default(),
-    }
-}
-
-impl TestJob {
-    pub(crate) fn hints(mut self, f: impl FnOnce(&mut SchedulingHints)) -> Self {
-        let mut hints = (*self.hints).clone();
-        f(&mut hints);
-        self.hints = Arc::new(hints);
-        self
-    }
-}
-
-#[async_trait]
-impl DataBuildJob for TestJob {
-    fn label(&self) -> &JobLabel {
-        &self.label
-    }
-    fn patterns(&self) -> &[PartitionPattern] {
-        &self.patterns
-    }
-    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
-        Ok(outputs
-            .iter()
-            .map(|o| {
-                let key = o.as_str().split_once('/').map_or("", |(_, k)| k);
-                let mut c = JobConfig::new([o.clone()]).hints(Arc::clone(&self.hints));
-                for i in &self.inputs {
-                    c = c.materialize(r(&format!("{i}/{key}")));
-                }
-                c
-            })
-            .collect())
-    }
-    fn launch(&self) -> Launch {
-        Launch::Process(ProcessLaunch::new(vec![format!("/bin{}", self.label)]))
-    }
+    inputs.iter().fold(
+        TestJob::argv(name, vec![format!("/bin//{name}")]),
+        |job, input| job.reads(input),
+    )
 }
 
 /// An orchestrator over `jobs` with a memory BEL, sequential ids and the

@@ -1,0 +1,99 @@
+//! A job for tests: `<name>/<key>` partitions, one config per output, each
+//! reading `<input>/<key>` of its inputs, run as a process (for example
+//! `sh -c <script>`), optionally in an image.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::DataBuildJob;
+use crate::job::{JobConfig, JobConfigError, JobLabel, Launch, ProcessLaunch, SchedulingHints};
+use crate::partition::{PartitionPattern, PartitionRef};
+
+/// A test job (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub struct TestJob {
+    label: JobLabel,
+    patterns: Vec<PartitionPattern>,
+    inputs: Vec<String>,
+    hints: Arc<SchedulingHints>,
+    launch: ProcessLaunch,
+}
+
+impl TestJob {
+    /// Job `//<name>` making `<name>/<key>`, run as `argv`.
+    ///
+    /// # Panics
+    ///
+    /// When `name` makes no valid label or pattern (a test's mistake).
+    pub fn argv(name: &str, argv: Vec<String>) -> Self {
+        Self {
+            label: JobLabel::new(format!("//{name}")).expect("a valid job label"),
+            patterns: vec![PartitionPattern::new(&format!("{name}/.*")).expect("a valid pattern")],
+            inputs: Vec::new(),
+            hints: Arc::default(),
+            launch: ProcessLaunch::new(argv),
+        }
+    }
+
+    /// Job `//<name>` making `<name>/<key>`, run as `sh -c <script>`.
+    pub fn sh(name: &str, script: impl Into<String>) -> Self {
+        Self::argv(
+            name,
+            vec!["sh".into(), "-c".into(), script.into(), "sh".into()],
+        )
+    }
+
+    /// Each output `<name>/<key>` also reads `<input>/<key>`.
+    #[must_use]
+    pub fn reads(mut self, input: &str) -> Self {
+        self.inputs.push(input.to_owned());
+        self
+    }
+
+    /// Changes the scheduling hints every config carries.
+    #[must_use]
+    pub fn hints(mut self, f: impl FnOnce(&mut SchedulingHints)) -> Self {
+        f(Arc::make_mut(&mut self.hints));
+        self
+    }
+
+    /// Runs it in `image` (for container executors).
+    #[must_use]
+    pub fn image(mut self, image: &str) -> Self {
+        self.launch = self.launch.image(image);
+        self
+    }
+}
+
+#[async_trait]
+impl DataBuildJob for TestJob {
+    fn label(&self) -> &JobLabel {
+        &self.label
+    }
+    fn patterns(&self) -> &[PartitionPattern] {
+        &self.patterns
+    }
+    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
+        outputs
+            .iter()
+            .map(|o| {
+                let key = o.as_str().split_once('/').map_or("", |(_, k)| k);
+                let mut c = JobConfig::new([o.clone()]).hints(Arc::clone(&self.hints));
+                for input in &self.inputs {
+                    let input = PartitionRef::new(format!("{input}/{key}")).map_err(|e| {
+                        JobConfigError::Failed {
+                            job: self.label.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    c = c.materialize(input);
+                }
+                Ok(c)
+            })
+            .collect()
+    }
+    fn launch(&self) -> Launch {
+        Launch::Process(self.launch.clone())
+    }
+}
