@@ -3,65 +3,31 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use databuild_core::bel::{EventFilter, JsonlBel};
-use databuild_core::job::ProcessLaunch;
 use databuild_core::state::BuildState;
-use databuild_core::{
-    BelSink, DataBuildJob, Graph, JobConfig, JobConfigError, JobLabel, Launch, Orchestrator,
-    PartitionPattern, PartitionRef,
-};
+use databuild_core::testkit::jobs::TestJob;
+use databuild_core::{BelSink, Graph, Orchestrator, PartitionRef};
 use databuild_executor_local::{LocalConfig, LocalExecutor};
 
-/// `<name>/<n>` needs `<input>/<n>`; a run appends its outputs to `record`.
-#[derive(Debug)]
-struct ShellJob {
-    label: JobLabel,
-    patterns: Vec<PartitionPattern>,
-    input: Option<&'static str>,
-    script: String,
-}
-
-#[async_trait]
-impl DataBuildJob for ShellJob {
-    fn label(&self) -> &JobLabel {
-        &self.label
-    }
-    fn patterns(&self) -> &[PartitionPattern] {
-        &self.patterns
-    }
-    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
-        Ok(outputs
-            .iter()
-            .map(|o| {
-                let mut c = JobConfig::new([o.clone()]);
-                if let Some(input) = self.input {
-                    let n = o.as_str().rsplit('/').next().unwrap_or_default();
-                    c = c.materialize(PartitionRef::new(format!("{input}/{n}")).unwrap());
-                }
-                c
-            })
-            .collect())
-    }
-    fn launch(&self) -> Launch {
-        Launch::Process(ProcessLaunch::new(vec![
-            "sh".into(),
-            "-c".into(),
-            self.script.clone(),
-            "sh".into(),
-        ]))
-    }
-}
-
-fn job(name: &str, input: Option<&'static str>, record: &Path, extra: &str) -> ShellJob {
-    ShellJob {
-        label: JobLabel::new(format!("//{name}")).unwrap(),
-        patterns: vec![PartitionPattern::new(&format!("{name}/.*")).unwrap()],
+/// `<name>/<n>` needs `<input>/<n>`; a run appends its outputs to `record`
+/// after running `extra`.
+fn job(name: &str, input: Option<&'static str>, record: &Path, extra: &str) -> TestJob {
+    recording(
+        name,
         input,
-        script: format!(
+        &format!(
             "{extra} echo \"$DATABUILD_JOB_LABEL $DATABUILD_OUTPUTS\" >> {}",
             record.display()
         ),
+    )
+}
+
+/// `<name>/<n>`, needing `<input>/<n>`, run as `sh -c <script>`.
+fn recording(name: &str, input: Option<&'static str>, script: &str) -> TestJob {
+    let job = TestJob::sh(name, script);
+    match input {
+        Some(input) => job.reads(input),
+        None => job,
     }
 }
 
@@ -221,12 +187,15 @@ async fn a_pool_bounds_real_processes() {
     let dir = tempfile::tempdir().unwrap();
     let times = dir.path().join("times");
     std::fs::create_dir(&times).unwrap();
-    let mut job = job("db", None, &dir.path().join("record"), "");
-    job.script = format!(
-        "echo start $(date +%s%N) > {t}/$DATABUILD_JOB_RUN_ID; sleep 0.2; echo end $(date +%s%N) >> {t}/$DATABUILD_JOB_RUN_ID",
-        t = times.display()
-    );
-    let job = hinted(job, |h| h.pool = Some("db".into()));
+    let job = recording(
+        "db",
+        None,
+        &format!(
+            "echo start $(date +%s%N) > {t}/$DATABUILD_JOB_RUN_ID; sleep 0.2; echo end $(date +%s%N) >> {t}/$DATABUILD_JOB_RUN_ID",
+            t = times.display()
+        ),
+    )
+    .hints(|h| h.pool = Some("db".into()));
     let graph = Graph::builder().job(job).build().unwrap();
     let orchestrator = Orchestrator::builder()
         .graph(graph)
@@ -262,34 +231,7 @@ async fn a_pool_bounds_real_processes() {
     assert_eq!(most, 2, "at most the pool's 2 slots, and the pool was used");
 }
 
-/// A job with scheduling hints on every config.
-#[derive(Debug)]
-struct HintedJob {
-    job: ShellJob,
-    hints: Arc<databuild_core::SchedulingHints>,
-}
-
-#[async_trait]
-impl DataBuildJob for HintedJob {
-    fn label(&self) -> &JobLabel {
-        self.job.label()
-    }
-    fn patterns(&self) -> &[PartitionPattern] {
-        self.job.patterns()
-    }
-    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
-        let configs = self.job.config(outputs).await?;
-        Ok(configs
-            .into_iter()
-            .map(|c| c.hints(Arc::clone(&self.hints)))
-            .collect())
-    }
-    fn launch(&self) -> Launch {
-        self.job.launch()
-    }
-}
-
-fn local_orchestrator(dir: &Path, jobs: Vec<HintedJob>) -> Orchestrator {
+fn local_orchestrator(dir: &Path, jobs: Vec<TestJob>) -> Orchestrator {
     let mut graph = Graph::builder();
     for j in jobs {
         graph = graph.job(j);
@@ -304,15 +246,6 @@ fn local_orchestrator(dir: &Path, jobs: Vec<HintedJob>) -> Orchestrator {
         .parallelism(2)
         .build()
         .unwrap()
-}
-
-fn hinted(job: ShellJob, f: impl FnOnce(&mut databuild_core::SchedulingHints)) -> HintedJob {
-    let mut hints = databuild_core::SchedulingHints::default();
-    f(&mut hints);
-    HintedJob {
-        job,
-        hints: Arc::new(hints),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +264,7 @@ async fn a_process_reporting_missing_deps_runs_again_once_they_are_built() {
         fi;"#,
     );
     let b = job("b", None, &record, "");
-    let o = local_orchestrator(dir.path(), vec![hinted(c, |_| {}), hinted(b, |_| {})]);
+    let o = local_orchestrator(dir.path(), vec![c, b]);
     let outcome = o.build(&[r("c/7")]).await.unwrap();
     assert!(outcome.succeeded(), "{outcome:?}");
     let lines = std::fs::read_to_string(&record).unwrap();
@@ -363,7 +296,7 @@ async fn a_process_past_its_timeout_is_killed() {
     let slow = job("slow", None, &dir.path().join("record"), "sleep 30;");
     let o = local_orchestrator(
         dir.path(),
-        vec![hinted(slow, |h| {
+        vec![slow.hints(|h| {
             h.timeout = Some(std::time::Duration::from_millis(300));
         })],
     );
@@ -391,7 +324,7 @@ async fn cancelling_a_request_kills_the_jobs_grandchildren() {
         &dir.path().join("record"),
         &format!("sleep 60 & echo $! > {}; wait;", pid_file.display()),
     );
-    let o = local_orchestrator(dir.path(), vec![hinted(forking, |_| {})]);
+    let o = local_orchestrator(dir.path(), vec![forking]);
     let build = o.start(&[r("fork/1")], databuild_core::BuildOptions::default());
     let pid: i32 = loop {
         if let Ok(text) = std::fs::read_to_string(&pid_file)
