@@ -14,7 +14,7 @@ async fn docker_executor_conforms() {
     };
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(&engines[..1], &dir.path().join("state"));
-    let harness = common::Harness {
+    let harness = executor::ShellHarness {
         name: "docker",
         executor: Arc::new(DockerExecutor::connect(config).await.unwrap()),
         dir,

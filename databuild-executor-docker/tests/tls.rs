@@ -55,7 +55,7 @@ async fn docker_executor_over_tls_conforms() {
     let Some(executor) = tls_executor("docker_executor_over_tls_conforms", dir.path()).await else {
         return;
     };
-    let harness = common::Harness {
+    let harness = executor::ShellHarness {
         name: "docker over TLS",
         executor: Arc::new(executor),
         dir,

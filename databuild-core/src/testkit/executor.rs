@@ -61,6 +61,50 @@ pub fn sh_script(behaviour: &Behaviour) -> Option<String> {
     })
 }
 
+/// A harness for backends that run [`sh_script`]s as `sh -c <script>`
+/// (local processes, containers with a default image that has `sh`), with
+/// logs under a temporary directory.
+pub struct ShellHarness {
+    /// The backend's name, for messages.
+    pub name: &'static str,
+    /// The executor under test.
+    pub executor: Arc<dyn Executor>,
+    /// Where run logs go (`logs/` inside it).
+    pub dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for ShellHarness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShellHarness")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecutorHarness for ShellHarness {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn executor(&self) -> Arc<dyn Executor> {
+        Arc::clone(&self.executor)
+    }
+    fn launch_for(&self, behaviour: &Behaviour) -> Option<Launch> {
+        let script = sh_script(behaviour)?;
+        Some(Launch::Process(crate::job::ProcessLaunch::new(vec![
+            "sh".into(),
+            "-c".into(),
+            script,
+            "sh".into(),
+        ])))
+    }
+    fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+    fn captures_logs(&self) -> bool {
+        true
+    }
+}
+
 /// How the suite makes and drives one backend.
 #[async_trait]
 pub trait ExecutorHarness: Send + Sync {

@@ -10,11 +10,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use databuild_core::job::ProcessLaunch;
-use databuild_core::testkit::executor::{self, Behaviour, ExecutorHarness};
-use databuild_core::{Executor, Launch};
 use databuild_executor_docker::{DockerConfig, DockerExecutor, EngineConfig};
 
 pub(crate) const IMAGE: &str = "databuild-test/busybox:latest";
@@ -81,36 +77,4 @@ pub(crate) fn uuid_like() -> String {
         .unwrap_or_default()
         .as_nanos();
     format!("{:x}-{}", t, std::process::id())
-}
-
-/// The executor conformance suite's harness for a Docker executor: each
-/// behaviour is a `sh` script in the executor's default image.
-pub(crate) struct Harness {
-    pub(crate) name: &'static str,
-    pub(crate) executor: Arc<DockerExecutor>,
-    pub(crate) dir: tempfile::TempDir,
-}
-
-impl ExecutorHarness for Harness {
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn executor(&self) -> Arc<dyn Executor> {
-        Arc::clone(&self.executor) as Arc<dyn Executor>
-    }
-    fn launch_for(&self, behaviour: &Behaviour) -> Option<Launch> {
-        let script = executor::sh_script(behaviour)?;
-        Some(Launch::Process(ProcessLaunch::new(vec![
-            "sh".into(),
-            "-c".into(),
-            script,
-            "sh".into(),
-        ])))
-    }
-    fn log_dir(&self) -> PathBuf {
-        self.dir.path().join("logs")
-    }
-    fn captures_logs(&self) -> bool {
-        true
-    }
 }
