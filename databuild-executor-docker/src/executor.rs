@@ -622,6 +622,15 @@ impl Executor for DockerExecutor {
     }
 
     async fn list_runs(&self) -> Result<Vec<SurvivingRun>, ExecutorError> {
+        // Runs being removed when the listing starts are left out even if
+        // their removal finishes (and leaves `removing`) while an engine
+        // still lists them: a run forgotten before this call is never listed.
+        let mut removing = self
+            .inner
+            .removing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut found = Vec::new();
         for e in &self.inner.engines {
             let filters = HashMap::from([(
@@ -651,14 +660,15 @@ impl Executor for DockerExecutor {
                 found.push(SurvivingRun::new(id, running));
             }
         }
-        {
-            let removing = self
-                .inner
+        removing.extend(
+            self.inner
                 .removing
                 .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            found.retain(|r| !removing.contains(&r.job_run_id));
-        }
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        found.retain(|r| !removing.contains(&r.job_run_id));
         found.sort_by(|a, b| a.job_run_id.cmp(&b.job_run_id));
         Ok(found)
     }
