@@ -46,4 +46,4 @@ mod runner;
 
 pub use config::LocalConfig;
 pub use executor::LocalExecutor;
-pub use runner::runner_main;
+pub use runner::{runner_main, runner_main_with};

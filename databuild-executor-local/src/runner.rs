@@ -44,8 +44,14 @@ pub(crate) struct RunnerLaunch {
 /// program that wants to be its own runner): `run <run_dir>`. Returns the
 /// process's exit code.
 pub fn runner_main() -> i32 {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
+    runner_main_with(&std::env::args().skip(1).collect::<Vec<_>>())
+}
+
+/// [`runner_main`] with its arguments given (`["run", "<run_dir>"]`), for a
+/// host whose own argv routes to the runner through a subcommand (the
+/// `databuild` CLI's `databuild runner run <run_dir>`).
+pub fn runner_main_with(args: &[String]) -> i32 {
+    match args {
         [cmd, dir] if cmd == "run" => match run(Path::new(dir)) {
             Ok(()) => 0,
             Err(e) => {

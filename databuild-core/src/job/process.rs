@@ -77,6 +77,7 @@ impl ProcessJob {
             patterns: Vec::new(),
             env: BTreeMap::new(),
             working_dir: None,
+            image: None,
             config_timeout: Self::DEFAULT_CONFIG_TIMEOUT,
             max_config_output: Self::DEFAULT_MAX_CONFIG_OUTPUT,
             max_argv_bytes: Self::DEFAULT_MAX_ARGV_BYTES,
@@ -282,6 +283,7 @@ pub struct ProcessJobBuilder {
     patterns: Vec<String>,
     env: BTreeMap<String, String>,
     working_dir: Option<PathBuf>,
+    image: Option<String>,
     config_timeout: Duration,
     max_config_output: usize,
     max_argv_bytes: usize,
@@ -305,6 +307,14 @@ impl ProcessJobBuilder {
     /// Runs the program in `dir`.
     pub fn working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs the job's runs in `image`, on executors that run containers
+    /// (others ignore it). The `config` call still runs on this host: the
+    /// entrypoint must answer `config` here too.
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
         self
     }
 
@@ -352,6 +362,7 @@ impl ProcessJobBuilder {
         let mut launch = ProcessLaunch::new(self.argv);
         launch.env = self.env;
         launch.working_dir = self.working_dir;
+        launch.image = self.image;
         Ok(ProcessJob {
             label,
             patterns,

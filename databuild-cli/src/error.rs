@@ -1,0 +1,121 @@
+//! What the command reports when it cannot do what it was asked.
+
+use std::path::PathBuf;
+
+use databuild_core::{BelError, BuildError, PartitionRefError, PatternError, PlanError};
+
+use crate::graph_file::GraphFileError;
+
+/// Why a command failed. Each says what to do next where there is
+/// something to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The graph definition file is missing or wrong.
+    #[error(transparent)]
+    GraphFile(#[from] GraphFileError),
+    /// A partition ref given on the command line is not valid.
+    #[error(transparent)]
+    Ref(#[from] PartitionRefError),
+    /// A `--pattern` is not a valid regex.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// There is no store at the home directory.
+    #[error(
+        "no build event log at {}: run `databuild build` first, or point --home (DATABUILD_HOME) at one",
+        path.display()
+    )]
+    NoStore {
+        /// The path looked at.
+        path: PathBuf,
+    },
+    /// No build request has this id.
+    #[error("no build request {id:?} in {}", home.display())]
+    UnknownBuildRequest {
+        /// The id given.
+        id: String,
+        /// The home looked in.
+        home: PathBuf,
+    },
+    /// No job run has this id.
+    #[error("no job run {id:?} in {}", home.display())]
+    UnknownJobRun {
+        /// The id given.
+        id: String,
+        /// The home looked in.
+        home: PathBuf,
+    },
+    /// The request already ended.
+    #[error("build request {id} already ended ({state})")]
+    AlreadyEnded {
+        /// The request.
+        id: String,
+        /// How it ended.
+        state: String,
+    },
+    /// The plan could not be made (an unmatched or ambiguous ref, a cycle,
+    /// a failing `config`).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A build could not run.
+    #[error(transparent)]
+    Build(BuildError),
+    /// The event log failed.
+    #[error(transparent)]
+    Bel(#[from] BelError),
+    /// The running build's control socket did not answer, or refused.
+    #[error("the running build (control socket {}): {reason}", socket.display())]
+    Control {
+        /// The socket.
+        socket: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An executor could not start (a Docker engine that does not answer).
+    #[error("the {executor} executor cannot start: {reason}")]
+    Executor {
+        /// Which.
+        executor: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl From<BuildError> for CliError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Plan(p) => CliError::Plan(p),
+            other => CliError::Build(other),
+        }
+    }
+}
+
+impl CliError {
+    /// The process exit code: 2 for usage and configuration errors, 1 for
+    /// the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::GraphFile(_)
+            | CliError::Ref(_)
+            | CliError::Pattern(_)
+            | CliError::NoStore { .. }
+            | CliError::UnknownBuildRequest { .. }
+            | CliError::UnknownJobRun { .. }
+            | CliError::Plan(_) => 2,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CliError {
+        let path = path.into();
+        move |source| CliError::Io { path, source }
+    }
+}

@@ -1,0 +1,230 @@
+//! The `databuild` command.
+//!
+//! A graph definition file (TOML, see [`graph_file`]) describes external
+//! jobs in the DataBuild job protocol; the command builds partitions of it
+//! on the local executor (runner mode: jobs outlive the command) or on
+//! Docker engines, with the build event log and the run logs in
+//! `./.databuild/` (`--home`, or `DATABUILD_HOME`):
+//!
+//! ```text
+//! databuild build 'weekly/week_end=2024-01-07'   # live progress; exit 0 when all is built
+//! databuild analyze --format mermaid <ref>...    # the plan, without running it
+//! databuild status --pattern 'daily/.*'          # the partition catalog in short
+//! databuild events --follow                      # the BEL, as it grows
+//! databuild logs <job-run-id> --follow           # one run's output
+//! databuild explain <ref>                        # why a partition is, or is not, built
+//! databuild taint <ref>... / cancel <id>         # through the running build, if any
+//! databuild trace <id> -o trace.json             # open in https://ui.perfetto.dev
+//! databuild report <id> -o report.html           # one self-contained page
+//! ```
+//!
+//! Commands that only read (status, events, logs, explain, trace, report)
+//! open the store read-only and never wait for a running build. A second
+//! `build`, `taint` or `cancel` while a build holds the store goes through
+//! that build's control socket ([`control`]): the running orchestrator
+//! takes the request, so concurrent builds share runs instead of racing.
+//!
+//! Exit codes: 0 built (or done), 1 build failed, 2 usage or configuration
+//! error (a bad graph file, an unknown id or ref), 130 interrupted. The
+//! first Ctrl-C during `build` cancels the request and waits for its runs
+//! to stop; a second exits at once (the runner keeps the jobs going and the
+//! next `build` takes them up).
+//!
+//! The library half of this crate holds what the command is made of, for
+//! tests and for hosts that want the same pictures of a build:
+//! [`graph_file::GraphFile`], [`timeline::Timeline`],
+//! [`trace::chrome_trace`] and [`report::html_report`].
+
+pub mod commands;
+pub mod control;
+mod error;
+pub mod graph_file;
+pub mod home;
+pub mod progress;
+pub mod report;
+pub mod routing;
+pub mod timeline;
+pub mod trace;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use error::CliError;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "databuild", version, about = "Partition-oriented data builds")]
+pub struct Cli {
+    /// Where the BEL (`bel.sqlite`) and the run logs live.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABUILD_HOME",
+        default_value = ".databuild"
+    )]
+    pub home: PathBuf,
+    /// The graph definition file (for build, analyze, and taint or cancel
+    /// with no build running).
+    #[arg(
+        long,
+        short = 'g',
+        global = true,
+        env = "DATABUILD_GRAPH",
+        default_value = "databuild.toml"
+    )]
+    pub graph: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Builds partitions, with a live progress display.
+    Build {
+        /// The partitions.
+        #[arg(required = true)]
+        refs: Vec<String>,
+        /// Rebuild what was asked even if it is available.
+        #[arg(long)]
+        force: bool,
+        /// Keep building what does not depend on a failure.
+        #[arg(long)]
+        keep_going: bool,
+        /// Plain progress lines instead of the live display.
+        #[arg(long)]
+        plain: bool,
+    },
+    /// Prints the plan for partitions without running it.
+    Analyze {
+        /// The partitions.
+        #[arg(required = true)]
+        refs: Vec<String>,
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Plan what is already available too.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The partition catalog in short.
+    Status {
+        /// Only partitions matching this regex (anchored), listed.
+        #[arg(long)]
+        pattern: Option<String>,
+    },
+    /// The build event log.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Keep printing events as they are appended.
+        #[arg(long)]
+        follow: bool,
+        /// Only the events of this job run.
+        #[arg(long)]
+        job_run: Option<String>,
+        /// Only the events of this build request.
+        #[arg(long)]
+        build: Option<String>,
+        /// Only events naming this partition, and those of the runs that
+        /// build it.
+        #[arg(long)]
+        partition: Option<String>,
+        /// One proto3 JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job run's log.
+    Logs {
+        /// The job run.
+        job_run_id: String,
+        /// Keep printing until the run ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Why a partition is or is not built.
+    Explain {
+        /// The partition.
+        partition: String,
+    },
+    /// Marks partitions invalid, so the next build rebuilds them.
+    Taint {
+        /// The partitions.
+        #[arg(required = true)]
+        refs: Vec<String>,
+    },
+    /// Cancels a running build request.
+    Cancel {
+        /// The build request.
+        build_request_id: String,
+    },
+    /// Writes a build request's runs in the Chrome trace event format
+    /// (Perfetto, chrome://tracing).
+    Trace {
+        /// The build request.
+        build_request_id: String,
+        /// Where to write it.
+        #[arg(short, long, default_value = "trace.json")]
+        output: PathBuf,
+    },
+    /// Writes one self-contained HTML page about a build request: its
+    /// plan, a timeline of its runs, its failures with their logs' tails.
+    Report {
+        /// The build request.
+        build_request_id: String,
+        /// Where to write it.
+        #[arg(short, long, default_value = "report.html")]
+        output: PathBuf,
+    },
+    /// The local executor's per-run supervisor (started by `build`).
+    #[command(hide = true)]
+    Runner {
+        /// `run <run_dir>`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// How `analyze` prints a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// One task per line, in the order they can run.
+    Text,
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// Graphviz.
+    Dot,
+    /// The plan's proto3 JSON.
+    Json,
+}
+
+/// Runs the command line of this process.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Runner { args } = &cli.command {
+        let code = databuild_executor_local::runner_main_with(args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("databuild: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("databuild: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
