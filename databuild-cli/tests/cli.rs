@@ -1,0 +1,684 @@
+//! The `databuild` command, run as a process against real job programs
+//! (`tests/fixtures/jobs.py`, in the DataBuild job protocol), a real
+//! SQLite BEL and the local executor in runner mode.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use assert_cmd::cargo::CommandCargoExt;
+use predicates::prelude::*;
+use serde_json::Value;
+
+/// A project directory: a graph file over the fixture jobs, a data
+/// directory, the default home `.databuild`.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+const JOBS: [(&str, &str); 5] = [
+    ("raw", r"raw/date=\d{4}-\d{2}-\d{2}"),
+    ("daily", r"daily/date=\d{4}-\d{2}-\d{2}"),
+    ("weekly", r"weekly/end=\d{4}-\d{2}-\d{2}"),
+    ("broken", r"broken/date=\d{4}-\d{2}-\d{2}"),
+    ("slow", r"slow/date=\d{4}-\d{2}-\d{2}"),
+];
+
+impl Project {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jobs.py");
+        let mut toml = String::from("[build]\nparallelism = 2\n");
+        for (job, pattern) in JOBS {
+            toml.push_str(&format!(
+                "\n[[job]]\nlabel = \"//t:{job}\"\nentrypoint = [\"python3\", {fixture:?}, \"{job}\"]\noutputs = ['{pattern}']\nenv = {{ DATA = {data:?}, SLOW_SECONDS = \"{slow}\" }}\n{retry}",
+                data = dir.path().join("data"),
+                slow = if job == "slow" { 30 } else { 0 },
+                retry = if job == "broken" { "retry = { attempts = 2, backoff = \"100ms\" }\n" } else { "" },
+            ));
+        }
+        std::fs::write(dir.path().join("databuild.toml"), toml).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("databuild").unwrap();
+        c.current_dir(self.path())
+            .env_remove("DATABUILD_HOME")
+            .env_remove("DATABUILD_GRAPH")
+            .timeout(Duration::from_secs(120));
+        c
+    }
+
+    /// The command as a child process (to signal it, or run it beside
+    /// another).
+    fn spawn(&self, args: &[&str]) -> Child {
+        std::process::Command::cargo_bin("databuild")
+            .unwrap()
+            .current_dir(self.path())
+            .env_remove("DATABUILD_HOME")
+            .env_remove("DATABUILD_GRAPH")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn events(&self, args: &[&str]) -> Vec<Value> {
+        let out = self
+            .cmd()
+            .arg("events")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The id of the newest build request.
+    fn last_request(&self) -> String {
+        self.events(&[])
+            .iter()
+            .rev()
+            .find(|e| e.get("build_request_received").is_some())
+            .map(|e| e["build_request_id"].as_str().unwrap().to_owned())
+            .expect("a build request")
+    }
+
+    fn data(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.path().join("data").join(name)).ok()
+    }
+
+    /// Waits until an event of `kind` is in the log.
+    fn wait_for_event(&self, kind: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.path().join(".databuild/bel.sqlite").exists()
+                && let Some(e) = self.events(&[]).into_iter().find(|e| e.get(kind).is_some())
+            {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no {kind} event in time");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn count(events: &[Value], kind: &str) -> usize {
+    events.iter().filter(|e| e.get(kind).is_some()).count()
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn build_then_nothing_to_rebuild() {
+    let p = Project::new();
+    p.cmd()
+        .args(["build", "weekly/end=2024-01-07"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("built 7 partition(s)"))
+        .stdout(predicate::str::contains("databuild explain"))
+        .stdout(predicate::str::contains("databuild report"));
+    let weekly = p.data("weekly_end=2024-01-07").unwrap();
+    assert!(weekly.starts_with("weekly/end=2024-01-07 by "), "{weekly}");
+    assert!(p.data("raw_date=2024-01-05").is_some());
+
+    p.cmd()
+        .args(["build", "weekly/end=2024-01-07"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "built 0 partition(s), 1 already available",
+        ));
+    let second = p.last_request();
+    let events = p.events(&["--build", &second]);
+    assert_eq!(count(&events, "job_run_running"), 0, "{events:?}");
+    assert_eq!(count(&events, "build_succeeded"), 1);
+    // The job ran once: its output still names the first run.
+    assert_eq!(p.data("weekly_end=2024-01-07").unwrap(), weekly);
+
+    p.cmd()
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("7 partition(s): 7 available"))
+        .stdout(predicate::str::contains("2 build request(s), 0 open"));
+    p.cmd()
+        .args(["status", "--pattern", r"raw/.*"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("3 partition(s): 3 available"))
+        .stdout(predicate::str::contains("available  raw/date=2024-01-06"));
+}
+
+#[test]
+fn a_failed_build_exits_1_and_explain_logs_and_report_say_why() {
+    let p = Project::new();
+    let out = p.run(&[
+        "build",
+        "--keep-going",
+        "broken/date=2024-01-01",
+        "raw/date=2024-01-01",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("not built: broken/date=2024-01-01"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        p.data("raw_date=2024-01-01")
+            .as_deref()
+            .map(|s| s.starts_with("raw/")),
+        Some(true)
+    );
+
+    p.cmd()
+        .args(["explain", "broken/date=2024-01-01"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("is built by job //t:broken"))
+        .stdout(predicate::str::contains("is failed"))
+        .stdout(predicate::str::contains("attempt 2 Failed"))
+        .stdout(predicate::str::contains(
+            "| broken: cannot build broken/date=2024-01-01",
+        ));
+
+    let failed = p
+        .events(&[])
+        .into_iter()
+        .filter(|e| e.get("job_run_failed").is_some())
+        .map(|e| e["job_run_id"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(failed.len(), 2, "two attempts");
+    p.cmd()
+        .args(["logs", &failed[0]])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("stderr   broken: cannot build"))
+        .stdout(predicate::str::contains("exited with exit code 3"));
+    // A finished run: --follow prints it and returns.
+    p.cmd()
+        .args(["logs", "--follow", &failed[1]])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("broken: cannot build"));
+
+    let id = p.last_request();
+    p.cmd()
+        .args(["report", &id, "-o", "report.html"])
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(p.path().join("report.html")).unwrap();
+    assert_eq!(html.matches("class=\"run-bar ").count(), 3, "three runs");
+    assert!(html.contains("broken: cannot build broken/date=2024-01-01"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://") || !html.contains("src=\"http")
+    );
+}
+
+#[test]
+fn events_filter_by_partition_run_and_since() {
+    let p = Project::new();
+    p.cmd()
+        .args(["build", "daily/date=2024-02-01"])
+        .assert()
+        .success();
+    let all = p.events(&[]);
+    let raw = p.events(&["--partition", "raw/date=2024-02-01"]);
+    assert!(raw.len() < all.len());
+    // The raw run's own events (its running event names no partition),
+    // and events of others that name it (the daily run reads it).
+    assert_eq!(count(&raw, "job_run_running"), 1, "{raw:?}");
+    assert_eq!(count(&raw, "job_run_queued"), 2, "{raw:?}");
+    let run = raw
+        .iter()
+        .find(|e| e.get("job_run_running").is_some())
+        .unwrap()["job_run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let of_run = p.events(&["--job-run", &run]);
+    assert!(of_run.iter().all(|e| e["job_run_id"] == run.as_str()));
+    assert_eq!(count(&of_run, "job_run_queued"), 1);
+    let since = p.events(&["--since", "5"]);
+    assert_eq!(since.len(), all.len() - 5);
+    assert_eq!(since[0]["seq"], "6");
+    // Human-readable: one line per event, seq first.
+    let text = stdout(&p.run(&["events"]));
+    assert_eq!(text.lines().count(), all.len());
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("build_request_received")
+    );
+}
+
+#[test]
+fn analyze_prints_the_plan_in_four_formats() {
+    let p = Project::new();
+    let text = p.run(&["analyze", "weekly/end=2024-01-07"]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let text = stdout(&text);
+    assert!(text.starts_with("7 task(s), 6 edge(s)"), "{text}");
+    assert!(
+        text.contains("reads daily/date=2024-01-05 daily/date=2024-01-06 daily/date=2024-01-07")
+    );
+    let mermaid = stdout(&p.run(&["analyze", "--format", "mermaid", "weekly/end=2024-01-07"]));
+    assert!(mermaid.starts_with("flowchart"), "{mermaid}");
+    let dot = stdout(&p.run(&["analyze", "--format", "dot", "weekly/end=2024-01-07"]));
+    assert!(dot.starts_with("digraph"), "{dot}");
+    let json: Value = serde_json::from_str(&stdout(&p.run(&[
+        "analyze",
+        "--format",
+        "json",
+        "weekly/end=2024-01-07",
+    ])))
+    .unwrap();
+    assert_eq!(json["tasks"].as_array().unwrap().len(), 7);
+    // Nothing ran and nothing was written: analyze only reads.
+    assert!(!p.path().join(".databuild/bel.sqlite").exists());
+    assert!(p.data("raw_date=2024-01-05").is_none());
+}
+
+#[test]
+fn bad_graph_files_name_the_line_and_the_field() {
+    let p = Project::new();
+    let graph = p.path().join("databuild.toml");
+    let good = std::fs::read_to_string(&graph).unwrap();
+
+    std::fs::write(&graph, good.replacen("outputs =", "outptus =", 1)).unwrap();
+    p.cmd()
+        .args(["build", "raw/date=2024-01-01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "databuild.toml:7:1: `outptus`: unknown field",
+        ));
+
+    std::fs::write(&graph, good.replacen(r"\d{4}-", r"\d{4-", 1)).unwrap();
+    p.cmd()
+        .args(["analyze", "raw/date=2024-01-01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(":7:").and(predicate::str::contains("`job[0].outputs`")));
+
+    std::fs::write(
+        &graph,
+        good.replacen("parallelism = 2", "parallelism = -1", 1),
+    )
+    .unwrap();
+    p.cmd()
+        .args(["build", "raw/date=2024-01-01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "databuild.toml:2:15: `build.parallelism`",
+        ));
+
+    std::fs::write(&graph, "[[job]]\nlabel = \"//a\"\n").unwrap();
+    p.cmd()
+        .args(["build", "raw/date=2024-01-01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("`entrypoint`: missing field"));
+
+    std::fs::write(&graph, "[[job]\n").unwrap();
+    p.cmd()
+        .args(["build", "raw/date=2024-01-01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("databuild.toml:1:"));
+
+    p.cmd()
+        .args(["--graph", "nowhere.toml", "build", "raw/date=2024-01-01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "nowhere.toml: cannot read the graph file",
+        ));
+    // Nothing was started by any of them.
+    assert!(!p.path().join(".databuild/bel.sqlite").exists());
+}
+
+#[test]
+fn unknown_ids_refs_and_stores_are_usage_errors() {
+    let p = Project::new();
+    p.cmd()
+        .args(["status"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no build event log at"));
+    p.cmd()
+        .args(["build", "nothing/here"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nothing/here"));
+    p.cmd()
+        .args(["build", "raw/../etc"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("raw/../etc"));
+    p.cmd()
+        .args(["build", "raw/date=2024-03-01"])
+        .assert()
+        .success();
+    for args in [
+        vec!["logs", "nope"],
+        vec!["events", "--job-run", "nope"],
+        vec!["events", "--build", "nope"],
+        vec!["trace", "nope"],
+        vec!["report", "nope"],
+        vec!["cancel", "nope"],
+    ] {
+        p.cmd()
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("\"nope\""));
+    }
+    let id = p.last_request();
+    p.cmd()
+        .args(["cancel", &id])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already ended (succeeded)"));
+    p.cmd()
+        .args(["explain", "raw/date=1999-01-01"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("has never been asked for"));
+}
+
+#[test]
+fn taint_makes_the_next_build_rebuild() {
+    let p = Project::new();
+    p.cmd()
+        .args(["build", "daily/date=2024-01-06"])
+        .assert()
+        .success();
+    let before = p.data("daily_date=2024-01-06").unwrap();
+    p.cmd()
+        .args(["taint", "daily/date=2024-01-06"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("tainted daily/date=2024-01-06"));
+    p.cmd()
+        .args(["status", "--pattern", "daily/.*"])
+        .assert()
+        .stdout(predicate::str::contains("1 tainted"));
+    p.cmd()
+        .args(["build", "daily/date=2024-01-06"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("built 1 partition(s)"));
+    assert_ne!(
+        p.data("daily_date=2024-01-06").unwrap(),
+        before,
+        "rebuilt by a new run"
+    );
+}
+
+#[test]
+fn trace_is_valid_trace_event_format() {
+    let p = Project::new();
+    p.cmd()
+        .args(["build", "weekly/end=2024-01-07"])
+        .assert()
+        .success();
+    let id = p.last_request();
+    p.cmd()
+        .args(["trace", &id, "-o", "trace.json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("7 job run(s)"));
+    let trace: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path().join("trace.json")).unwrap())
+            .unwrap();
+    let problems = databuild_cli::trace::validate(&trace);
+    assert!(problems.is_empty(), "{problems:?}");
+    let events = trace["traceEvents"].as_array().unwrap();
+    let begins: Vec<&Value> = events.iter().filter(|e| e["ph"] == "B").collect();
+    assert_eq!(begins.len(), 7, "one slice per job run");
+    assert!(begins.iter().all(|b| b["args"]["job_run_id"].is_string()));
+    // Tracks are slots: never more than the parallelism of 2.
+    let tracks: std::collections::BTreeSet<i64> =
+        begins.iter().map(|b| b["tid"].as_i64().unwrap()).collect();
+    assert!(!tracks.is_empty() && tracks.len() <= 2, "{tracks:?}");
+    let names: Vec<&str> = events
+        .iter()
+        .filter(|e| e["ph"] == "M")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"thread_name") && names.contains(&"process_name"));
+}
+
+/// The report opens in headless Chromium with no console errors, and the
+/// page shows one bar per job run (counted in the rendered DOM). Saves a
+/// screenshot next to the test binaries. Skips with a notice when
+/// Chromium is not installed, unless DATABUILD_TEST_BROWSER=1 (CI).
+#[test]
+fn report_opens_in_a_browser_with_a_bar_per_run() {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        assert!(
+            std::env::var("DATABUILD_TEST_BROWSER").as_deref() != Ok("1"),
+            "DATABUILD_TEST_BROWSER=1 but no chromium on PATH"
+        );
+        eprintln!("skipping report_opens_in_a_browser_with_a_bar_per_run: no chromium on PATH");
+        return;
+    };
+    let p = Project::new();
+    let out = p.run(&[
+        "build",
+        "--keep-going",
+        "weekly/end=2024-01-07",
+        "broken/date=2024-01-01",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let id = p.last_request();
+    let runs = count(&p.events(&["--build", &id]), "job_run_running");
+    assert_eq!(runs, 9, "7 built, 2 failed attempts");
+    p.cmd()
+        .args(["report", &id, "-o", "report.html"])
+        .assert()
+        .success();
+    let url = format!("file://{}", p.path().join("report.html").display());
+    let browser = |extra: &[&str]| {
+        std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=5000",
+            ])
+            .args(["--enable-logging=stderr", "--v=0"])
+            .arg(format!(
+                "--user-data-dir={}",
+                p.path().join("chromium").display()
+            ))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let dom = browser(&["--dump-dom"]);
+    assert!(dom.status.success(), "{}", stderr(&dom));
+    let html = stdout(&dom);
+    assert_eq!(
+        html.matches("class=\"run-bar ").count(),
+        runs,
+        "one bar per job run"
+    );
+    assert!(html.contains("id=\"outcome\">failed<"));
+    assert_eq!(
+        html.matches("<g class=\"task ").count(),
+        8,
+        "the plan's tasks"
+    );
+    let log = stderr(&dom);
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    let shot: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report.png");
+    let out = browser(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1200,1000",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a picture was saved"
+    );
+    eprintln!("screenshot: {}", shot.display());
+}
+
+#[test]
+fn cancel_and_a_second_build_go_through_the_running_build() {
+    let p = Project::new();
+    let mut slow = p.spawn(&["build", "--plain", "slow/date=2024-01-01"]);
+    let running = p.wait_for_event("job_run_running");
+    let slow_id = running["build_request_id"].as_str().unwrap().to_owned();
+
+    // A second build while the first holds the store: submitted to it.
+    p.cmd()
+        .args(["build", "--plain", "raw/date=2024-01-02"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("run by the build already holding"))
+        .stdout(predicate::str::contains(": succeeded"));
+    assert!(p.data("raw_date=2024-01-02").is_some());
+    // Taint through it too.
+    p.cmd()
+        .args(["taint", "raw/date=2024-01-02"])
+        .assert()
+        .success();
+
+    p.cmd()
+        .args(["cancel", &slow_id])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("cancelling build request"));
+    let status = wait_exit(&mut slow, Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a cancelled build did not build what it was asked"
+    );
+    let events = p.events(&["--build", &slow_id]);
+    assert_eq!(count(&events, "build_canceled"), 1);
+    assert_eq!(count(&events, "job_run_canceled"), 1);
+    assert!(p.data("slow_date=2024-01-01").is_none());
+    p.cmd()
+        .args(["status", "--pattern", "raw/.*"])
+        .assert()
+        .stdout(predicate::str::contains("1 tainted"));
+}
+
+#[test]
+fn ctrl_c_cancels_the_build_and_exits_130() {
+    let p = Project::new();
+    let mut child = p.spawn(&["build", "--plain", "slow/date=2024-01-03"]);
+    let running = p.wait_for_event("job_run_running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130));
+    let id = running["build_request_id"].as_str().unwrap();
+    let events = p.events(&["--build", id]);
+    assert_eq!(count(&events, "build_canceled"), 1, "{events:?}");
+    assert_eq!(count(&events, "job_run_canceled"), 1);
+}
+
+/// Runner mode: the command dies (SIGKILL) while its job runs; the job
+/// goes on, and the next `build` takes the request up and re-attaches to
+/// the run instead of running the job again.
+#[test]
+fn a_killed_build_is_taken_up_by_the_next_without_running_the_job_twice() {
+    let p = Project::new();
+    let graph = p.path().join("databuild.toml");
+    let text = std::fs::read_to_string(&graph).unwrap();
+    std::fs::write(
+        &graph,
+        text.replace("SLOW_SECONDS = \"30\"", "SLOW_SECONDS = \"3\""),
+    )
+    .unwrap();
+    let mut child = p.spawn(&["build", "--plain", "slow/date=2024-01-04"]);
+    let running = p.wait_for_event("job_run_running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = running["job_run_id"].as_str().unwrap().to_owned();
+    let first = running["build_request_id"].as_str().unwrap().to_owned();
+
+    let out = p.run(&["build", "--plain", "slow/date=2024-01-04"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("resuming build request {first}")),
+        "{}",
+        stderr(&out)
+    );
+    let events = p.events(&[]);
+    let launched: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.get("job_scheduled").is_some())
+        .collect();
+    assert_eq!(launched.len(), 1, "one launch: {launched:?}");
+    let data = p.data("slow_date=2024-01-04").unwrap();
+    assert!(data.contains(&run), "written by the first run: {data}");
+    let ended = p.events(&["--build", &first]);
+    assert_eq!(count(&ended, "build_succeeded"), 1);
+}
