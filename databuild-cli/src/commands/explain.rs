@@ -140,17 +140,17 @@ pub(super) async fn run(home: &Home, graph: &Path, partition: &str) -> Result<Ex
             Some(Event::PartitionDelegated(d))
                 if d.partition.as_ref().is_some_and(|x| x.str == p.as_str()) =>
             {
-                lines.push(format!(
-                    "  build request {} {} it to build request {} (job run {})",
-                    e.build_request_id,
-                    if d.historical {
-                        "found it built by"
-                    } else {
-                        "waited for"
-                    },
-                    d.to_build_request_id,
-                    d.to_job_run_id
-                ));
+                lines.push(if d.historical {
+                    format!(
+                        "  build request {} found it already built by build request {} (job run {})",
+                        e.build_request_id, d.to_build_request_id, d.to_job_run_id
+                    )
+                } else {
+                    format!(
+                        "  build request {} waited for it on build request {}'s job run {}",
+                        e.build_request_id, d.to_build_request_id, d.to_job_run_id
+                    )
+                });
             }
             Some(Event::JobSkipped(s)) if s.partitions.iter().any(|x| x.str == p.as_str()) => {
                 lines.push(format!(
