@@ -18,24 +18,18 @@
 //! (`bel.sqlite`) and each run's log. Run it twice: the second time,
 //! nothing is rebuilt.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use databuild_bel_sqlite::SqliteBel;
-use databuild_core::{Graph, Orchestrator, PartitionRef, ProcessJob};
+use databuild_core::bel::{BuildEvent, Event};
+use databuild_core::{BelSink, BuildOptions, EventFilter, Orchestrator, PartitionRef};
 use databuild_executor_local::{LocalConfig, LocalExecutor};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-
-const JOBS: [(&str, &str); 5] = [
-    ("raw", r"raw/date=\d{4}-\d{2}-\d{2}"),
-    ("clean", r"clean/date=\d{4}-\d{2}-\d{2}"),
-    ("daily", r"daily/date=\d{4}-\d{2}-\d{2}"),
-    ("weekly", r"weekly/week_end=\d{4}-\d{2}-\d{2}"),
-    ("rates", r"rates/year=\d{4}"),
-];
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,22 +45,12 @@ fn main() -> Result<(), Error> {
     if requested.is_empty() {
         requested.push(PartitionRef::new("weekly/week_end=2024-01-07")?);
     }
-    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-    let mut graph = Graph::builder();
-    for (name, pattern) in JOBS {
-        graph = graph.job(
-            ProcessJob::builder(
-                format!("//pipeline:{name}"),
-                vec![exe.clone(), "job".into(), name.into()],
-            )
-            .pattern(pattern)
-            .env("PIPELINE_DATA", home.join("data").to_string_lossy())
-            .build()?,
-        );
-    }
+    let exe = std::env::current_exe()?;
+    let graph = databuild_examples::pipeline::graph(&exe, &home.join("data"), None)?;
+    let bel = Arc::new(SqliteBel::open(home.join("bel.sqlite"))?);
     let orchestrator = Orchestrator::builder()
-        .graph(graph.build()?)
-        .bel(Arc::new(SqliteBel::open(home.join("bel.sqlite"))?))
+        .graph(graph)
+        .bel(Arc::clone(&bel) as Arc<dyn BelSink>)
         .executor(Arc::new(LocalExecutor::new(LocalConfig::new(&home))))
         .state_dir(&home)
         .build()?;
@@ -74,16 +58,32 @@ fn main() -> Result<(), Error> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let outcome = rt.block_on(orchestrator.build(&requested))?;
-    println!("build request {}", outcome.build_request_id);
+    let started = std::time::Instant::now();
+    let outcome = rt.block_on(async {
+        // Progress: the request's runs as they start and end, read from the
+        // BEL like any other client would.
+        let head = bel.head().await?;
+        let handle = orchestrator.start(&requested, BuildOptions::default());
+        println!("build request {}", handle.build_request_id());
+        let mut events = bel.subscribe(head, EventFilter::build_request(handle.build_request_id()));
+        let progress = tokio::spawn(async move {
+            let mut names = HashMap::new();
+            while let Some(Ok(e)) = events.next().await {
+                if let Some(line) = progress_line(&e, &mut names) {
+                    println!("  {line}");
+                }
+            }
+        });
+        let outcome = handle.outcome().await;
+        progress.abort();
+        Ok::<_, Error>(outcome?)
+    })?;
     println!(
-        "built {} partitions, {} already available",
+        "built {} partitions, {} already available, in {:.1} s",
         outcome.built.len(),
-        outcome.skipped.len()
+        outcome.skipped.len(),
+        started.elapsed().as_secs_f64()
     );
-    for p in &outcome.built {
-        println!("  built   {p}");
-    }
     for n in &outcome.not_built {
         println!("  FAILED  {}: {}", n.partition, n.reason);
     }
@@ -98,10 +98,51 @@ fn main() -> Result<(), Error> {
         home.join("bel.sqlite").display(),
         home.join("logs").display()
     );
+    // Where to look next: the `databuild` command reads the same home.
+    let id = &outcome.build_request_id;
+    let cli = "cargo run -q -p databuild-cli --";
+    let home_flag = format!("--home {}", home.display());
+    println!("next (the databuild CLI; `{cli}` from this repository):");
+    println!("  {cli} {home_flag} explain {}", requested[0]);
+    println!("  {cli} {home_flag} report {id} -o report.html");
+    println!("  {cli} {home_flag} trace {id} -o trace.json");
+    println!("  {cli} {home_flag} events --build {id}");
     if outcome.succeeded() {
         Ok(())
     } else {
         Err("the build failed".into())
+    }
+}
+
+/// One line per run that starts or ends, naming what it builds (`names`
+/// keeps each run's outputs from its `JobRunQueued` event).
+fn progress_line(e: &BuildEvent, names: &mut HashMap<String, String>) -> Option<String> {
+    let name =
+        |names: &HashMap<String, String>| names.get(&e.job_run_id).cloned().unwrap_or_default();
+    match e.event.as_ref()? {
+        Event::JobRunQueued(q) => {
+            let outputs = q.task.as_ref()?.config.as_ref()?.outputs.iter();
+            let outputs: Vec<&str> = outputs.map(|p| p.str.as_str()).collect();
+            names.insert(e.job_run_id.clone(), outputs.join(" "));
+            None
+        }
+        Event::JobRunRunning(_) => Some(format!("running {}", name(names))),
+        Event::JobRunSucceeded(_) => Some(format!("done    {}", name(names))),
+        Event::JobRunMissingDeps(m) => {
+            let missing: Vec<&str> = m
+                .missing_deps
+                .iter()
+                .flat_map(|d| &d.missing)
+                .map(|p| p.str.as_str())
+                .collect();
+            Some(format!(
+                "waits   {} for {} (found at run time)",
+                name(names),
+                missing.join(" ")
+            ))
+        }
+        Event::JobRunFailed(f) => Some(format!("failed  {}: {}", name(names), f.reason)),
+        _ => None,
     }
 }
 

@@ -92,3 +92,48 @@ pub mod reviews {
         }
     }
 }
+
+pub mod pipeline {
+    //! The main example's graph: five jobs in the DataBuild job protocol,
+    //! all served by one program (`<program> job <name> config|exec`). The
+    //! `pipeline` example runs them as local processes, `docker_pipeline`
+    //! as containers of an image holding the same program.
+
+    use std::path::Path;
+
+    use databuild_core::{Graph, ProcessJob};
+
+    /// Job names and the partitions each produces.
+    pub const JOBS: [(&str, &str); 5] = [
+        ("raw", r"raw/date=\d{4}-\d{2}-\d{2}"),
+        ("clean", r"clean/date=\d{4}-\d{2}-\d{2}"),
+        ("daily", r"daily/date=\d{4}-\d{2}-\d{2}"),
+        ("weekly", r"weekly/week_end=\d{4}-\d{2}-\d{2}"),
+        ("rates", r"rates/year=\d{4}"),
+    ];
+
+    /// The graph of jobs run as `program job <name> ...`, writing under
+    /// `data`, in `image` when given (on an executor that runs
+    /// containers; `config` still runs `program` on this host).
+    pub fn graph(
+        program: &Path,
+        data: &Path,
+        image: Option<&str>,
+    ) -> Result<Graph, Box<dyn std::error::Error + Send + Sync>> {
+        let program = program.to_string_lossy().into_owned();
+        let mut graph = Graph::builder();
+        for (name, pattern) in JOBS {
+            let mut job = ProcessJob::builder(
+                format!("//pipeline:{name}"),
+                vec![program.clone(), "job".into(), name.into()],
+            )
+            .pattern(pattern)
+            .env("PIPELINE_DATA", data.to_string_lossy());
+            if let Some(image) = image {
+                job = job.image(image);
+            }
+            graph = graph.job(job.build()?);
+        }
+        Ok(graph.build()?)
+    }
+}

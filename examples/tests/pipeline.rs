@@ -35,9 +35,15 @@ async fn builds_the_week_then_nothing() {
     let first = run();
     assert!(first.contains("built 23 partitions"), "{first}");
     assert!(
-        first.contains("built   rates/year=2024"),
+        first.contains("waits   weekly/week_end=2024-01-07 for rates/year=2024"),
         "discovered at run time: {first}"
     );
+    assert!(first.contains("done    rates/year=2024"), "{first}");
+    assert!(
+        first.contains("databuild-cli -- --home"),
+        "where to look next: {first}"
+    );
+    assert!(first.contains(" report "), "{first}");
     assert!(
         first.contains(r#"weekly/week_end=2024-01-07: {"cost_eur":156.75,"events":627}"#),
         "{first}"
