@@ -93,23 +93,39 @@ fn plan_section(h: &mut String, t: &Timeline) {
         );
         return;
     }
-    // Columns by depth (longest path from a task with no inputs).
-    let mut depth: HashMap<TaskId, usize> = HashMap::new();
-    for id in plan.topological_order() {
-        let d = plan
-            .upstream(id)
-            .map(|(u, _)| depth.get(&u).map_or(0, |d| d + 1))
+    // Columns as late as possible (a task sits just left of its first
+    // reader, so edges rarely cross a column), rows by output name.
+    let order = plan.topological_order();
+    let mut height: HashMap<TaskId, usize> = HashMap::new();
+    for &id in order.iter().rev() {
+        let h = plan
+            .downstream(id)
+            .map(|(d, _)| height.get(&d).map_or(0, |h| h + 1))
             .max()
             .unwrap_or(0);
-        depth.insert(id, d);
+        height.insert(id, h);
     }
-    let columns = depth.values().max().map_or(1, |d| d + 1);
+    let top = height.values().max().copied().unwrap_or(0);
+    let columns = top + 1;
+    let mut by_column: Vec<Vec<(String, TaskId)>> = vec![Vec::new(); columns];
+    for &id in &order {
+        let first = plan
+            .task(id)
+            .config
+            .outputs
+            .first()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        by_column[top - height[&id]].push((first, id));
+    }
     let mut rows = vec![0usize; columns];
     let mut at: HashMap<TaskId, (usize, usize)> = HashMap::new();
-    for id in plan.topological_order() {
-        let d = depth[&id];
-        at.insert(id, (d, rows[d]));
-        rows[d] += 1;
+    for (c, tasks) in by_column.iter_mut().enumerate() {
+        tasks.sort();
+        for (r, (_, id)) in tasks.iter().enumerate() {
+            at.insert(*id, (c, r));
+        }
+        rows[c] = tasks.len();
     }
     let (w, hgt, gap_x, gap_y) = (230usize, 46usize, 70usize, 16usize);
     let width = columns * (w + gap_x);
