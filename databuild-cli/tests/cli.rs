@@ -682,3 +682,166 @@ fn a_killed_build_is_taken_up_by_the_next_without_running_the_job_twice() {
     let ended = p.events(&["--build", &first]);
     assert_eq!(count(&ended, "build_succeeded"), 1);
 }
+
+#[test]
+fn events_follow_prints_events_as_they_are_appended() {
+    use std::io::BufRead;
+    let p = Project::new();
+    p.cmd()
+        .args(["build", "raw/date=2024-05-01"])
+        .assert()
+        .success();
+    let mut follower = std::process::Command::cargo_bin("databuild")
+        .unwrap()
+        .current_dir(p.path())
+        .env_remove("DATABUILD_HOME")
+        .args(["events", "--follow", "--json", "--since", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut seen: Vec<Value> = Vec::new();
+    let mut next = || -> Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    // The stored events, up to the first build's end ...
+    loop {
+        let e = next();
+        let done = e.get("build_succeeded").is_some();
+        seen.push(e);
+        if done {
+            break;
+        }
+    }
+    // ... then a second build while the follower waits: its events arrive.
+    let second = p.run(&["build", "raw/date=2024-05-02"]);
+    assert!(second.status.success());
+    loop {
+        let e = next();
+        let done = e.get("build_succeeded").is_some();
+        seen.push(e);
+        if done {
+            break;
+        }
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert_eq!(seen[0]["seq"], "2", "from --since on");
+    let seqs: Vec<u64> = seen
+        .iter()
+        .map(|e| e["seq"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap: {seqs:?}"
+    );
+    assert_eq!(
+        count(&seen, "build_request_received"),
+        1,
+        "the second build's"
+    );
+}
+
+#[test]
+fn logs_follow_a_running_job_until_it_ends() {
+    let p = Project::new();
+    let graph = p.path().join("databuild.toml");
+    let text = std::fs::read_to_string(&graph).unwrap();
+    std::fs::write(
+        &graph,
+        text.replace("SLOW_SECONDS = \"30\"", "SLOW_SECONDS = \"2\""),
+    )
+    .unwrap();
+    let mut build = p.spawn(&["build", "--plain", "slow/date=2024-06-01"]);
+    let running = p.wait_for_event("job_run_running");
+    let run = running["job_run_id"].as_str().unwrap();
+    let started = Instant::now();
+    p.cmd()
+        .args(["logs", "--follow", run])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "stdout   building slow/date=2024-06-01",
+        ))
+        .stdout(predicate::str::contains("exited with exit code 0"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited for the end"
+    );
+    assert_eq!(
+        wait_exit(&mut build, Duration::from_secs(30)).code(),
+        Some(0)
+    );
+}
+
+/// A graph file with a local job and a Docker job: each run goes to its
+/// executor. Needs an engine with the test image (`.ci/docker-engines`);
+/// mandatory when DATABUILD_TEST_DOCKER=1.
+#[test]
+fn a_docker_job_in_the_graph_file_runs_in_a_container() {
+    let Some(socket) = std::env::var("DATABUILD_TEST_DOCKER_ENGINES")
+        .ok()
+        .and_then(|s| s.split(':').next().map(PathBuf::from))
+        .filter(|s| s.exists())
+    else {
+        assert!(
+            std::env::var("DATABUILD_TEST_DOCKER").as_deref() != Ok("1"),
+            "DATABUILD_TEST_DOCKER=1 but no engine in DATABUILD_TEST_DOCKER_ENGINES"
+        );
+        eprintln!("skipping a_docker_job_in_the_graph_file_runs_in_a_container: no test engine");
+        return;
+    };
+    let p = Project::new();
+    // One POSIX sh script speaks the protocol on the host (config) and in
+    // busybox (exec).
+    let script = r#"if [ "$1" = config ]; then shift; printf '{"configs":['; sep=; for r in "$@"; do printf '%s{"outputs":[{"str":"%s"}],"inputs":[{"dep_type_code":1,"partition_ref":{"str":"raw/date=%s"}}],"args":["%s"],"env":{}}' "$sep" "$r" "${r#boxed/date=}" "$r"; sep=,; done; printf ']}\n'; else echo "built $2 in container $(hostname)"; fi"#;
+    let graph = p.path().join("databuild.toml");
+    let mut text = std::fs::read_to_string(&graph).unwrap();
+    text.push_str(&format!(
+        "\n[[job]]\nlabel = \"//t:boxed\"\nentrypoint = [\"sh\", \"-c\", {script:?}, \"boxed\"]\noutputs = ['boxed/date=\\d{{4}}-\\d{{2}}-\\d{{2}}']\nexecutor = \"docker\"\nimage = \"databuild-test/busybox:latest\"\n\n[docker]\nengines = [{{ socket = {socket:?}, slots = 2 }}]\n",
+    ));
+    std::fs::write(&graph, text).unwrap();
+    let out = p.run(&["build", "--plain", "boxed/date=2024-07-01"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let events = p.events(&[]);
+    let handles: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| {
+            let r = e.get("job_run_running")?;
+            Some((
+                e["job_run_id"].as_str()?.to_owned(),
+                r["handle"].as_str().unwrap_or("").to_owned(),
+            ))
+        })
+        .collect();
+    assert_eq!(handles.len(), 2, "{handles:?}");
+    let boxed = events
+        .iter()
+        .find(|e| {
+            e.get("job_run_queued").is_some()
+                && e["job_run_queued"]["task"]["job"]["label"] == "//t:boxed"
+        })
+        .unwrap()["job_run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let boxed_handle = &handles.iter().find(|(id, _)| *id == boxed).unwrap().1;
+    assert!(
+        boxed_handle.contains("engine1/"),
+        "a container: {boxed_handle}"
+    );
+    let local_handle = &handles.iter().find(|(id, _)| *id != boxed).unwrap().1;
+    assert!(
+        !local_handle.contains("engine1/"),
+        "a process: {local_handle}"
+    );
+    p.cmd()
+        .args(["logs", &boxed])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "built boxed/date=2024-07-01 in container",
+        ));
+    assert!(
+        p.data("raw_date=2024-07-01").is_some(),
+        "the local input was built"
+    );
+}
