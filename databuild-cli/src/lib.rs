@@ -33,7 +33,37 @@
 //! The library half of this crate holds what the command is made of, for
 //! tests and for hosts that want the same pictures of a build:
 //! [`graph_file::GraphFile`], [`timeline::Timeline`],
-//! [`trace::chrome_trace`] and [`report::html_report`].
+//! [`trace::chrome_trace`] and [`report::html_report`]. A graph file read
+//! into a graph, and a bad one refused with its line and field:
+//!
+//! ```
+//! use std::path::Path;
+//! use databuild_cli::graph_file::{GraphFile, GraphFileError};
+//! use databuild_core::PartitionRef;
+//!
+//! let text = r#"
+//! [[job]]
+//! label = "//demo:daily"
+//! entrypoint = ["python3", "jobs/daily.py"]
+//! outputs = ['daily/date=\d{4}-\d{2}-\d{2}']
+//! timeout = "10m"
+//! "#;
+//! let file = GraphFile::parse(Path::new("/srv/demo/databuild.toml"), text)?;
+//! // Jobs run in the file's directory, wherever the command is run from.
+//! assert_eq!(file.jobs[0].working_dir, Path::new("/srv/demo"));
+//! let graph = file.graph()?;
+//! let job = graph.lookup(&PartitionRef::new("daily/date=2024-01-03")?)?;
+//! assert_eq!(job.label().as_str(), "//demo:daily");
+//!
+//! let bad = text.replace("10m", "10 moons");
+//! match GraphFile::parse(Path::new("databuild.toml"), &bad) {
+//!     Err(GraphFileError::Invalid { line, field, .. }) => {
+//!         assert_eq!((line, field.as_str()), (6, "job[0].timeout"));
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod commands;
 pub mod control;
