@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use databuild_bel_sqlite::SqliteBel;
 use databuild_core::bel::{BuildEvent, Event};
+use databuild_core::partition::TypedPartition;
 use databuild_core::{BelSink, BuildOptions, EventFilter, Orchestrator, PartitionRef};
+use databuild_examples::pipeline::{Clean, Daily, Rates, Raw, Weekly};
 use databuild_executor_local::{LocalConfig, LocalExecutor};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -164,34 +166,41 @@ fn job(args: &[String]) -> Result<(), Error> {
     }
 }
 
-/// One output's config: its inputs.
+/// One output's config: its inputs, built from typed partitions.
 fn config(name: &str, out: &str) -> Result<Value, Error> {
-    let value = out.rsplit('=').next().ok_or("no value in ref")?;
-    let inputs: Vec<String> = match name {
-        "clean" => vec![format!("raw/date={value}")],
-        "daily" => vec![format!("clean/date={value}")],
-        "weekly" => week(value)?
-            .iter()
-            .map(|d| format!("daily/date={d}"))
-            .collect(),
+    let out = PartitionRef::new(out)?;
+    let inputs: Vec<PartitionRef> = match name {
+        "clean" => vec![
+            Raw {
+                date: Clean::from_ref(&out)?.date,
+            }
+            .to_ref()?,
+        ],
+        "daily" => vec![
+            Clean {
+                date: Daily::from_ref(&out)?.date,
+            }
+            .to_ref()?,
+        ],
+        "weekly" => {
+            let end = Weekly::from_ref(&out)?.week_end;
+            (0..7)
+                .rev()
+                .map(|back| {
+                    Daily {
+                        date: end.add_days(-back),
+                    }
+                    .to_ref()
+                })
+                .collect::<Result<_, _>>()?
+        }
         _ => Vec::new(),
     };
     let inputs: Vec<Value> = inputs
         .iter()
-        .map(|i| json!({"dep_type_code": 1, "dep_type_name": "materialize", "partition_ref": {"str": i}}))
+        .map(|i| json!({"dep_type_code": 1, "dep_type_name": "materialize", "partition_ref": {"str": i.as_str()}}))
         .collect();
-    Ok(json!({"outputs": [{"str": out}], "inputs": inputs, "args": [], "env": {}}))
-}
-
-/// The seven dates ending at `end` (within one month, enough here).
-fn week(end: &str) -> Result<Vec<String>, Error> {
-    let day: u32 = end.get(8..10).ok_or("bad date")?.parse()?;
-    if day < 7 {
-        return Err(format!("week ending {end} leaves its month").into());
-    }
-    Ok((day - 6..=day)
-        .map(|d| format!("{}{d:02}", &end[..8]))
-        .collect())
+    Ok(json!({"outputs": [{"str": out.as_str()}], "inputs": inputs, "args": [], "env": {}}))
 }
 
 fn exec(name: &str) -> Result<(), Error> {
@@ -216,9 +225,9 @@ fn exec(name: &str) -> Result<(), Error> {
             data.join(r).join("part.json"),
         )?)?)
     };
-    let value = out.rsplit('=').next().unwrap_or_default();
+    let out_ref = PartitionRef::new(&out)?;
     let result: Value = match name {
-        "raw" => json!(generate(value)),
+        "raw" => json!(generate(&Raw::from_ref(&out_ref)?.date.to_string())),
         "clean" => json!(
             read(&inputs[0])?
                 .as_array()
@@ -240,7 +249,8 @@ fn exec(name: &str) -> Result<(), Error> {
         "rates" => json!({"currency": "EUR", "per_event": 0.25}),
         "weekly" => {
             // Discovered at run time: the year's rates.
-            let rates = format!("rates/year={}", &value[..4]);
+            let year = Weekly::from_ref(&out_ref)?.week_end.year();
+            let rates = Rates { year }.to_ref()?.as_str().to_owned();
             if !inputs.contains(&rates) {
                 println!(
                     "__DATABUILD_ERROR__::{}",

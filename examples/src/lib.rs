@@ -98,19 +98,63 @@ pub mod pipeline {
     //! all served by one program (`<program> job <name> config|exec`). The
     //! `pipeline` example runs them as local processes, `docker_pipeline`
     //! as containers of an image holding the same program.
+    //!
+    //! Its partitions are typed ([`databuild_core::typed_partition!`]): the
+    //! jobs' patterns come from the types, and the jobs build their inputs
+    //! from typed values (`Daily { date: end.add_days(-3) }`), never by
+    //! formatting strings.
 
     use std::path::Path;
 
-    use databuild_core::{Graph, ProcessJob};
+    use databuild_core::partition::{Date, TypedPartition};
+    use databuild_core::{Graph, PartitionPattern, ProcessJob, typed_partition};
 
-    /// Job names and the partitions each produces.
-    pub const JOBS: [(&str, &str); 5] = [
-        ("raw", r"raw/date=\d{4}-\d{2}-\d{2}"),
-        ("clean", r"clean/date=\d{4}-\d{2}-\d{2}"),
-        ("daily", r"daily/date=\d{4}-\d{2}-\d{2}"),
-        ("weekly", r"weekly/week_end=\d{4}-\d{2}-\d{2}"),
-        ("rates", r"rates/year=\d{4}"),
-    ];
+    typed_partition! {
+        /// One day of generated raw events.
+        pub struct Raw = "raw/date={date}" {
+            /// The day.
+            pub date: Date,
+        }
+    }
+    typed_partition! {
+        /// One day of valid events.
+        pub struct Clean = "clean/date={date}" {
+            /// The day.
+            pub date: Date,
+        }
+    }
+    typed_partition! {
+        /// One day of event counts per kind.
+        pub struct Daily = "daily/date={date}" {
+            /// The day.
+            pub date: Date,
+        }
+    }
+    typed_partition! {
+        /// Seven days of counts, priced, named by the last day.
+        pub struct Weekly = "weekly/week_end={week_end}" {
+            /// The week's last day.
+            pub week_end: Date,
+        }
+    }
+    typed_partition! {
+        /// A year's price per event.
+        pub struct Rates = "rates/year={year}" {
+            /// The year.
+            pub year: i64,
+        }
+    }
+
+    /// Job names and the pattern of the partitions each produces.
+    pub fn jobs() -> [(&'static str, &'static PartitionPattern); 5] {
+        [
+            ("raw", Raw::pattern()),
+            ("clean", Clean::pattern()),
+            ("daily", Daily::pattern()),
+            ("weekly", Weekly::pattern()),
+            ("rates", Rates::pattern()),
+        ]
+    }
 
     /// The graph of jobs run as `program job <name> ...`, writing under
     /// `data`, in `image` when given (on an executor that runs
@@ -122,12 +166,12 @@ pub mod pipeline {
     ) -> Result<Graph, Box<dyn std::error::Error + Send + Sync>> {
         let program = program.to_string_lossy().into_owned();
         let mut graph = Graph::builder();
-        for (name, pattern) in JOBS {
+        for (name, pattern) in jobs() {
             let mut job = ProcessJob::builder(
                 format!("//pipeline:{name}"),
                 vec![program.clone(), "job".into(), name.into()],
             )
-            .pattern(pattern)
+            .pattern(pattern.as_str())
             .env("PIPELINE_DATA", data.to_string_lossy());
             if let Some(image) = image {
                 job = job.image(image);
@@ -135,5 +179,46 @@ pub mod pipeline {
             graph = graph.job(job.build()?);
         }
         Ok(graph.build()?)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use databuild_core::PartitionRef;
+        use databuild_core::partition::TypedPartitionError;
+
+        fn round_trip<T: TypedPartition + PartialEq + std::fmt::Debug>(value: T, text: &str) {
+            let r = value.to_ref().unwrap();
+            assert_eq!(r.as_str(), text);
+            assert!(T::pattern().is_match(&r));
+            assert_eq!(T::from_ref(&r).unwrap(), value);
+        }
+
+        #[test]
+        fn every_type_round_trips() {
+            let date: Date = "2024-01-07".parse().unwrap();
+            round_trip(Raw { date }, "raw/date=2024-01-07");
+            round_trip(Clean { date }, "clean/date=2024-01-07");
+            round_trip(Daily { date }, "daily/date=2024-01-07");
+            round_trip(Weekly { week_end: date }, "weekly/week_end=2024-01-07");
+            round_trip(Rates { year: 2024 }, "rates/year=2024");
+        }
+
+        #[test]
+        fn a_ref_that_does_not_fit_names_the_pattern() {
+            let bad = PartitionRef::new("weekly/week=2024-01-07").unwrap();
+            let err = Weekly::from_ref(&bad).unwrap_err();
+            assert!(matches!(err, TypedPartitionError::NoMatch { .. }));
+            assert!(
+                err.to_string().contains(Weekly::pattern().as_str()),
+                "{err}"
+            );
+            let bad = PartitionRef::new("daily/date=2024-13-01").unwrap();
+            let err = Daily::from_ref(&bad).unwrap_err();
+            assert!(
+                matches!(err, TypedPartitionError::Field { field: "date", .. }),
+                "{err}"
+            );
+        }
     }
 }

@@ -7,10 +7,12 @@
 mod error;
 mod pattern;
 mod reference;
+pub mod typed;
 
 pub use error::{PartitionRefError, PatternError};
 pub use pattern::{PartitionPattern, PatternCaptures};
 pub use reference::PartitionRef;
+pub use typed::{Date, PartitionField, TypedPartition, TypedPartitionError};
 
 /// Quotes untrusted input for an error message: at most `max` characters,
 /// escaped with `{:?}`, with a note of how much was cut.
