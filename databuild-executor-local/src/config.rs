@@ -24,6 +24,11 @@ pub struct LocalConfig {
     /// How often a running process's CPU and memory are sampled and
     /// reported as a heartbeat.
     pub heartbeat_interval: Duration,
+    /// Whether the job's process is sampled for heartbeats (the default).
+    /// Off, the job's own output is its only sign of life: any line, or a
+    /// `__DATABUILD_HEARTBEAT__` line (never logged as output); a job
+    /// silent for the orchestrator's liveness timeout is then Lost.
+    pub process_heartbeats: bool,
     /// How long to keep reading a run's pipes after it exited (a daemon it
     /// started may hold them); then what is left of its group is killed.
     pub drain_grace: Duration,
@@ -49,6 +54,7 @@ impl LocalConfig {
             state_dir,
             kill_grace: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
+            process_heartbeats: true,
             drain_grace: Duration::from_secs(2),
             line_cap: LineSplitter::DEFAULT_CAP,
             labels: [
@@ -85,6 +91,14 @@ impl LocalConfig {
     #[must_use]
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
+        self
+    }
+
+    /// Samples the job's process for heartbeats (`true`, the default), or
+    /// leaves the job's output lines as its only signs of life.
+    #[must_use]
+    pub fn process_heartbeats(mut self, yes: bool) -> Self {
+        self.process_heartbeats = yes;
         self
     }
 

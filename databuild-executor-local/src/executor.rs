@@ -27,6 +27,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::LocalConfig;
 use crate::proc_stats;
 
+/// At most one sign of life from a run's output per this long.
+pub(crate) const OUTPUT_SIGN_EVERY: Duration = Duration::from_millis(250);
+
 /// Runs job runs as local processes (direct mode: each run is a child of
 /// this process, in a process group of its own).
 ///
@@ -240,6 +243,8 @@ impl LocalExecutor {
             let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut poll = tokio::time::interval(Duration::from_millis(50));
+            let mut signs = tokio::time::interval(OUTPUT_SIGN_EVERY);
+            let mut last_sign = None;
             let mut child = child;
             let mut canceled: Option<String> = None;
             let mut kill_at: Option<Instant> = None;
@@ -270,10 +275,19 @@ impl LocalExecutor {
                         }
                         unknown += 1;
                     }
-                    _ = ticker.tick() => {
+                    _ = ticker.tick(), if config.process_heartbeats => {
                         let sample = crate::runner::job_pid(&dir).and_then(proc_stats::sample);
                         let (cpu_ms, rss_bytes) = sample.map_or((None, None), |(c, r)| (Some(c), Some(r)));
                         let _ = tx.send(RunUpdate::Heartbeat { cpu_ms, rss_bytes }).await;
+                    }
+                    _ = signs.tick(), if !config.process_heartbeats => {
+                        // The runner touches `alive` on the job's output
+                        // lines: each change is a sign of life.
+                        let seen = crate::runner::last_sign(&dir);
+                        if seen.is_some() && seen != last_sign {
+                            last_sign = seen;
+                            let _ = tx.send(RunUpdate::Heartbeat { cpu_ms: None, rss_bytes: None }).await;
+                        }
                     }
                     () = cancel.notify.notified(), if canceled.is_none() => {
                         let reason = cancel.reason.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
@@ -337,7 +351,8 @@ impl Executor for LocalExecutor {
             Self::NAME,
             Capabilities::default()
                 .with_cancel(true)
-                .with_heartbeats(true)
+                .with_heartbeats(self.config.process_heartbeats)
+                .with_output_signs_of_life(true)
                 .with_recover(self.config.runner.is_some()),
         );
         info.labels = self.config.labels.clone();
@@ -650,6 +665,23 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 impl Supervisor {
+    /// The job printed: a sign of life, when its process is not sampled
+    /// (at most one per [`OUTPUT_SIGN_EVERY`]).
+    async fn output_sign(&self, last: &mut Option<Instant>) {
+        if self.config.process_heartbeats || last.is_some_and(|at| at.elapsed() < OUTPUT_SIGN_EVERY)
+        {
+            return;
+        }
+        *last = Some(Instant::now());
+        let _ = self
+            .tx
+            .send(RunUpdate::Heartbeat {
+                cpu_ms: None,
+                rss_bytes: None,
+            })
+            .await;
+    }
+
     fn signal_group(&self, signal: Signal) {
         if let Ok(pid) = i32::try_from(self.pid) {
             // ESRCH: the group is already gone.
@@ -679,6 +711,7 @@ impl Supervisor {
         let mut drain_until: Option<Instant> = None;
         let mut kill_at: Option<Instant> = None;
         let mut canceled: Option<String> = None;
+        let mut last_sign: Option<Instant> = None;
 
         while status.is_none() || out_open || err_open {
             tokio::select! {
@@ -690,11 +723,15 @@ impl Supervisor {
                     } else {
                         out_split.push(&out_buf[..n], |l, p| lines.push((l.to_vec(), p)));
                     }
+                    let signs = !lines.is_empty();
                     for (line, partial) in lines.drain(..) {
                         let kind = if partial { LineKind::Output } else { scanner.line(&line) };
                         if kind == LineKind::Output {
                             let _ = self.log.write(Stream::Stdout, &line, partial);
                         }
+                    }
+                    if signs {
+                        self.output_sign(&mut last_sign).await;
                     }
                 }
                 read = read_some(&mut stderr, &mut err_buf), if err_open => {
@@ -705,8 +742,12 @@ impl Supervisor {
                     } else {
                         err_split.push(&err_buf[..n], |l, p| lines.push((l.to_vec(), p)));
                     }
+                    let signs = !lines.is_empty();
                     for (line, partial) in lines.drain(..) {
                         let _ = self.log.write(Stream::Stderr, &line, partial);
+                    }
+                    if signs {
+                        self.output_sign(&mut last_sign).await;
                     }
                 }
                 exited = self.child.wait(), if status.is_none() => {
@@ -717,7 +758,7 @@ impl Supervisor {
                     }));
                     drain_until = Some(Instant::now() + self.config.drain_grace);
                 }
-                _ = ticker.tick(), if status.is_none() => {
+                _ = ticker.tick(), if status.is_none() && self.config.process_heartbeats => {
                     let (cpu_ms, rss_bytes) = match proc_stats::sample(self.pid) {
                         Some((cpu, rss)) => (Some(cpu), Some(rss)),
                         None => (None, None),

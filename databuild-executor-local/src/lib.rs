@@ -8,7 +8,10 @@
 //! Each run is `<entrypoint> exec <args>...` in a process group of its own,
 //! with its config on stdin and in `DATABUILD_CONFIG_FILE`, its stdout and
 //! stderr streamed line by line into its log file, its CPU and memory
-//! reported as heartbeats, and its end classified by the shared
+//! reported as heartbeats (or, with
+//! [`LocalConfig::process_heartbeats`] off, its output lines and
+//! `__DATABUILD_HEARTBEAT__` lines as its only signs of life, as for a
+//! backend that cannot observe its runs), and its end classified by the shared
 //! [`OutputScanner`](databuild_core::executor::OutputScanner) (so a
 //! missing-deps marker decides the outcome whatever the exit code).
 //! Cancelling sends SIGTERM to the group, then SIGKILL after the grace, so

@@ -128,11 +128,14 @@ fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .append(true)
         .open(dir.join("markers"))?;
     let cap = launch.line_cap;
+    let alive = Arc::new(Alive::new(dir));
     let out_log = Arc::clone(&log);
     let out_done = done_tx.clone();
+    let out_alive = Arc::clone(&alive);
     let out = std::thread::spawn(move || {
         let mut scanner = OutputScanner::new();
         pump(stdout, cap, |line, partial| {
+            out_alive.sign();
             let kind = if partial {
                 LineKind::Output
             } else {
@@ -151,6 +154,7 @@ fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let err_log = Arc::clone(&log);
     let err = std::thread::spawn(move || {
         pump(stderr, cap, |line, partial| {
+            alive.sign();
             let mut log = err_log.lock().unwrap_or_else(|e| e.into_inner());
             let _ = log.write(Stream::Stderr, line, partial);
         });
@@ -206,6 +210,39 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 
 fn write_status(dir: &Path, status: &str) -> std::io::Result<()> {
     write_atomically(&dir.join("status"), &format!("{status}\n"))
+}
+
+/// `<run_dir>/alive`, touched (at most every
+/// [`OUTPUT_SIGN_EVERY`](crate::executor::OUTPUT_SIGN_EVERY)) whenever the
+/// job prints a line: the executor's signs of life from the job's output.
+struct Alive {
+    file: Option<std::fs::File>,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl Alive {
+    fn new(dir: &Path) -> Self {
+        Self {
+            file: std::fs::File::create(dir.join("alive")).ok(),
+            last: Mutex::new(None),
+        }
+    }
+
+    fn sign(&self) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < crate::executor::OUTPUT_SIGN_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        if let Some(f) = &self.file {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+}
+
+/// When the job last printed, as the runner recorded it.
+pub(crate) fn last_sign(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(dir.join("alive")).ok()?.modified().ok()
 }
 
 /// The outcome of a run whose runner wrote `status`: the shared scanner

@@ -348,3 +348,92 @@ async fn cancelling_a_request_kills_the_jobs_grandchildren() {
     }
     panic!("grandchild {pid} survived the cancel");
 }
+
+/// With the process not sampled (`process_heartbeats(false)`, a backend
+/// that cannot observe its runs), the job's output is its only sign of
+/// life: a job printing `__DATABUILD_HEARTBEAT__` every second outlives a
+/// liveness timeout of three seconds, and the marker never reaches its
+/// log; a silent one is declared Lost. In direct and in runner mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_lines_are_the_signs_of_life_of_unsampled_runs() {
+    for runner in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let beating = TestJob::sh(
+            "beating",
+            "for i in 1 2 3 4 5 6; do echo __DATABUILD_HEARTBEAT__; sleep 1; done; echo done",
+        );
+        let silent = TestJob::sh("silent", "sleep 8; echo too late");
+        let mut config = LocalConfig::new(dir.path().join("state"))
+            .kill_grace(std::time::Duration::from_secs(1))
+            .process_heartbeats(false);
+        if runner {
+            config = config.runner(vec![env!("CARGO_BIN_EXE_databuild-runner").into()]);
+        }
+        let executor = LocalExecutor::new(config);
+        let info = databuild_core::Executor::info(&executor);
+        assert!(!info.capabilities.reports_heartbeats && info.capabilities.output_signs_of_life);
+        let bel = Arc::new(databuild_core::MemoryBel::new());
+        let orchestrator = Orchestrator::builder()
+            .graph(Graph::builder().job(beating).job(silent).build().unwrap())
+            .bel(Arc::clone(&bel) as Arc<dyn BelSink>)
+            .executor(Arc::new(executor))
+            .state_dir(dir.path().join("state"))
+            .settings(
+                databuild_core::OrchestratorSettings::default()
+                    .liveness_timeout(std::time::Duration::from_secs(3)),
+            )
+            .parallelism(2)
+            .build()
+            .unwrap();
+        let outcome = orchestrator
+            .build_with(
+                &[r("beating/1"), r("silent/1")],
+                databuild_core::BuildOptions::default().keep_going(true),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.built,
+            [r("beating/1")],
+            "runner mode {runner}: {outcome:?}"
+        );
+        assert_eq!(outcome.not_built.len(), 1);
+        assert_eq!(outcome.not_built[0].partition, r("silent/1"));
+
+        let events = bel.read(0, &EventFilter::all(), usize::MAX).await.unwrap();
+        let lost: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind() == "job_run_lost")
+            .collect();
+        assert_eq!(lost.len(), 1, "runner mode {runner}: the silent run, once");
+        let state = BuildState::replay(&events).unwrap();
+        let beating_run = state
+            .runs()
+            .find(|r| r.task.job.as_ref().is_some_and(|j| j.label == "//beating"))
+            .unwrap();
+        assert_eq!(
+            beating_run.state,
+            databuild_core::state::RunState::Succeeded
+        );
+        let log = walk_logs(&dir.path().join("state/logs"))
+            .into_iter()
+            .find(|p| p.to_string_lossy().contains(&beating_run.job_run_id))
+            .unwrap();
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(text.contains("\"text\":\"done\""), "{text}");
+        assert!(
+            !text.contains("\"text\":\"__DATABUILD_HEARTBEAT__\""),
+            "markers are not output: {text}"
+        );
+    }
+}
+
+fn walk_logs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for day in std::fs::read_dir(dir).unwrap().flatten() {
+        for f in std::fs::read_dir(day.path()).unwrap().flatten() {
+            out.push(f.path());
+        }
+    }
+    out
+}

@@ -145,9 +145,17 @@ pub struct Capabilities {
     pub can_recover: bool,
     /// Runs see a file system of their own (containers).
     pub isolated_fs: bool,
-    /// It reports heartbeats of its own; otherwise the job's output lines
-    /// are its only signs of life.
+    /// It reports heartbeats of its own (it observes its runs: process
+    /// samples, container state). The orchestrator then watches liveness:
+    /// a run with no update for `liveness_timeout` is Lost.
     pub reports_heartbeats: bool,
+    /// It forwards each job's output as signs of life: any stdout or stderr
+    /// line, and `__DATABUILD_HEARTBEAT__` lines (which are never logged as
+    /// output), each reported as a [`RunUpdate::Heartbeat`] with no
+    /// samples. A backend that cannot observe its runs relies on these;
+    /// liveness is watched as for [`reports_heartbeats`](Self::reports_heartbeats),
+    /// so a silent job there is Lost after `liveness_timeout`.
+    pub output_signs_of_life: bool,
 }
 
 impl Capabilities {
@@ -177,6 +185,19 @@ impl Capabilities {
     pub fn with_heartbeats(mut self, yes: bool) -> Self {
         self.reports_heartbeats = yes;
         self
+    }
+
+    /// Sets whether the backend forwards job output lines as signs of life.
+    #[must_use]
+    pub fn with_output_signs_of_life(mut self, yes: bool) -> Self {
+        self.output_signs_of_life = yes;
+        self
+    }
+
+    /// Whether the orchestrator can watch its runs' liveness (it reports
+    /// heartbeats, or forwards output as signs of life).
+    pub fn watches_liveness(&self) -> bool {
+        self.reports_heartbeats || self.output_signs_of_life
     }
 }
 

@@ -281,7 +281,7 @@ impl Build {
         Ok(Routed {
             executor: Arc::clone(executor),
             name: Arc::from(info.name.as_str()),
-            heartbeats: info.capabilities.reports_heartbeats,
+            heartbeats: info.capabilities.watches_liveness(),
             grant,
         })
     }
