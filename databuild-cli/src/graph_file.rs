@@ -9,7 +9,7 @@
 //! warehouse = 2              # a named pool and its slots
 //!
 //! [docker]                   # only for jobs with executor = "docker"
-//! engines = [{ socket = "/var/run/docker.sock", slots = 4 }]
+//! engines = [{ socket = "/var/run/docker.sock", slots = 4, labels = { zone = "a" } }]
 //!
 //! [[job]]
 //! label = "//pipeline:clean"
@@ -21,6 +21,7 @@
 //! retry = { attempts = 3, backoff = "2s", max_backoff = "1m" }
 //! timeout = "10m"
 //! env = { LOG_LEVEL = "info" }
+//! requires = { zone = "a" }  # labels of the executor or engine it needs
 //! ```
 //!
 //! Decisions: a relative entrypoint program (one with a `/`) and a relative
@@ -110,6 +111,8 @@ pub struct DockerEngine {
     pub socket: PathBuf,
     /// Runs at once on it.
     pub slots: usize,
+    /// Its labels (`zone = "a"`), which jobs' `requires` match.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Why a graph file was refused.
@@ -182,6 +185,8 @@ struct RawEngine {
     socket: Spanned<String>,
     #[serde(default = "one")]
     slots: Spanned<i64>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 fn one() -> Spanned<i64> {
@@ -203,6 +208,8 @@ struct RawJob {
     #[serde(default)]
     env: BTreeMap<String, String>,
     working_dir: Option<String>,
+    #[serde(default)]
+    requires: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -375,6 +382,7 @@ impl GraphFile {
             if let Some(t) = &job.timeout {
                 hints.timeout = Some(at.duration(t, &field("timeout"))?);
             }
+            hints.label_requirements = job.requires.clone();
             let working_dir = match &job.working_dir {
                 Some(w) => dir.join(w),
                 None => dir.clone(),
@@ -538,6 +546,7 @@ impl Locator<'_> {
                 name: e.name.clone().unwrap_or_else(|| format!("engine{}", i + 1)),
                 socket: dir.join(e.socket.get_ref()),
                 slots,
+                labels: e.labels.clone(),
             });
         }
         let memory_bytes = match &raw.memory {
@@ -632,6 +641,7 @@ pool = "db"
 retry = { attempts = 3, backoff = "2s" }
 timeout = "5m"
 env = { A = "1" }
+requires = { zone = "a" }
 "#;
 
     #[test]
@@ -647,6 +657,7 @@ env = { A = "1" }
         assert_eq!(job.hints.retry.initial_backoff, Duration::from_secs(2));
         assert_eq!(job.hints.timeout, Some(Duration::from_secs(300)));
         assert_eq!(job.env["A"], "1");
+        assert_eq!(job.hints.label_requirements["zone"], "a");
         assert_eq!(job.executor, ExecutorKind::Local);
         file.graph().unwrap();
     }
@@ -687,7 +698,7 @@ env = { A = "1" }
         let (line, field, _) = error(&format!(
             "{GOOD}\n[[job]]\nlabel = \"//p:raw\"\nentrypoint = [\"x\"]\noutputs = [\"a\"]\n"
         ));
-        assert_eq!((line, field.as_str()), (18, "job[1].label"));
+        assert_eq!((line, field.as_str()), (19, "job[1].label"));
 
         let (line, field, _) =
             error("[[job]]\nlabel = \"//a\"\nentrypoint = []\noutputs = [\"a\"]\n");

@@ -425,6 +425,24 @@ fn unknown_ids_refs_and_stores_are_usage_errors() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("already ended (succeeded)"));
+    // A job requiring a label no executor has: unschedulable, named.
+    let graph = p.path().join("databuild.toml");
+    let text = std::fs::read_to_string(&graph).unwrap();
+    std::fs::write(
+        &graph,
+        text.replacen(
+            "\n[[job]]\nlabel = \"//t:raw\"",
+            "\n[[job]]\nrequires = { gpu = \"true\" }\nlabel = \"//t:raw\"",
+            1,
+        ),
+    )
+    .unwrap();
+    p.cmd()
+        .args(["build", "raw/date=2024-03-02"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no executor has label gpu=true"));
+    std::fs::write(&graph, text).unwrap();
     p.cmd()
         .args(["explain", "raw/date=1999-01-01"])
         .assert()

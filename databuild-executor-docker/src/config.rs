@@ -1,5 +1,6 @@
 //! The executor's settings.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ pub struct EngineConfig {
     /// Runs it takes at once; runs go to the engine with the most free
     /// slots.
     pub slots: usize,
+    /// Its labels (`gpu=true`, `zone=a`), besides the `os` and `arch` the
+    /// engine reports: a job that requires labels runs only on engines
+    /// that have them.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl EngineConfig {
@@ -41,7 +46,15 @@ impl EngineConfig {
             name: name.into(),
             endpoint: Endpoint::Unix(socket.into()),
             slots,
+            labels: BTreeMap::new(),
         }
+    }
+
+    /// Adds a label.
+    #[must_use]
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
     }
 }
 

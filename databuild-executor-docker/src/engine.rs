@@ -20,9 +20,9 @@ pub(crate) struct Engine {
     pub(crate) healthy: AtomicBool,
     /// Reached over TCP: it shares no file system with this host.
     pub(crate) remote: bool,
-    /// `os` and `arch` as executor labels (`linux`, `x86_64`).
-    pub(crate) os: String,
-    pub(crate) arch: String,
+    /// Its labels: the configured ones, and the `os` and `arch` it
+    /// reports (`linux`, `x86_64`).
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Engine {
@@ -69,15 +69,21 @@ impl Engine {
             Some(other) => other.to_owned(),
             None => String::new(),
         };
+        let os = version.os.unwrap_or_default();
+        let mut labels = config.labels.clone();
+        for (k, v) in [("os", &os), ("arch", &arch)] {
+            if !v.is_empty() {
+                labels.entry(k.to_owned()).or_insert_with(|| v.clone());
+            }
+        }
         Ok(Self {
+            labels,
             name: config.name.clone(),
             docker,
             slots: config.slots.max(1),
             in_use: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             remote: matches!(config.endpoint, Endpoint::Tls { .. }),
-            os: version.os.unwrap_or_default(),
-            arch,
         })
     }
 

@@ -118,14 +118,17 @@ impl DockerExecutor {
                 .with_isolated_fs(true)
                 .with_heartbeats(false),
         );
+        // Labels every engine has belong to the executor; each engine's
+        // own are a place a run can go.
         if let Some(first) = engines.first() {
-            if !first.os.is_empty() {
-                info.labels.insert("os".into(), first.os.clone());
-            }
-            if !first.arch.is_empty() {
-                info.labels.insert("arch".into(), first.arch.clone());
-            }
+            info.labels = first
+                .labels
+                .iter()
+                .filter(|(k, v)| engines.iter().all(|e| e.labels.get(*k) == Some(*v)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
         }
+        info.placements = engines.iter().map(|e| e.labels.clone()).collect();
         let inner = Arc::new(Inner {
             config,
             engines,
@@ -208,16 +211,18 @@ impl Inner {
     }
 
     /// The engine with the most free slots among those that answer.
-    fn pick(&self) -> usize {
-        let mut best = 0;
+    /// The engine for a run: among those whose labels meet its
+    /// requirements, a healthy one with the most free slots; `None` when
+    /// no engine has the labels.
+    fn pick(&self, requirements: &std::collections::BTreeMap<String, String>) -> Option<usize> {
+        let mut best: Option<usize> = None;
         for (i, e) in self.engines.iter().enumerate() {
-            let better = (e.healthy.load(Ordering::Relaxed), e.free());
-            let current = (
-                self.engines[best].healthy.load(Ordering::Relaxed),
-                self.engines[best].free(),
-            );
-            if better > current {
-                best = i;
+            if !databuild_core::executor::labels_meet(&e.labels, requirements) {
+                continue;
+            }
+            let score = |e: &Engine| (e.healthy.load(Ordering::Relaxed), e.free());
+            if best.is_none_or(|b| score(e) > score(&self.engines[b])) {
+                best = Some(i);
             }
         }
         best
@@ -403,7 +408,16 @@ impl Executor for DockerExecutor {
             Inner::launch_error(&spec, format!("{}: {e}", config_file.display()), true)
         })?;
 
-        let engine_index = inner.pick();
+        let Some(engine_index) = inner.pick(&spec.config.hints.label_requirements) else {
+            return Err(Inner::launch_error(
+                &spec,
+                format!(
+                    "no engine has the labels the job requires ({:?})",
+                    spec.config.hints.label_requirements
+                ),
+                false,
+            ));
+        };
         let engine = &inner.engines[engine_index];
         // An engine over TCP shares no file system with us: the config file
         // goes in by upload, and the scratch directory is not shared.

@@ -181,3 +181,73 @@ async fn a_container_that_outlives_its_orchestrator_is_reattached_not_run_again(
             .any(|e| e.kind() == "job_run_succeeded" && e.job_run_id == run)
     );
 }
+
+/// Engine labels: with engine1 in zone a and engine2 in zone b, a job that
+/// requires zone b runs only on engine2; one that requires a label no
+/// engine has is unschedulable before anything runs, naming the label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_go_only_to_engines_with_the_required_labels() {
+    let Some(engines) =
+        common::engines("runs_go_only_to_engines_with_the_required_labels", 2).await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(&engines[..2], dir.path());
+    config.engines[0].labels.insert("zone".into(), "a".into());
+    config.engines[1].labels.insert("zone".into(), "b".into());
+    let executor = Arc::new(DockerExecutor::connect(config).await.unwrap());
+    let info = executor.info();
+    assert_eq!(
+        info.labels.get("os").map(String::as_str),
+        Some("linux"),
+        "{info:?}"
+    );
+    assert!(
+        !info.labels.contains_key("zone"),
+        "zone differs per engine: {info:?}"
+    );
+    assert_eq!(info.placements.len(), 2);
+
+    let bel = MemoryBel::new();
+    let o = orchestrator(
+        job("zoned", "echo built").hints(|h| {
+            h.label_requirements.insert("zone".into(), "b".into());
+        }),
+        &executor,
+        &bel,
+        dir.path(),
+    );
+    let wanted: Vec<PartitionRef> = (0..4).map(|i| r(&format!("zoned/{i}"))).collect();
+    let outcome = o.build(&wanted).await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    let handles: Vec<String> = log(&bel)
+        .await
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::JobRunRunning(r)) => Some(r.handle.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handles.len(), 4);
+    assert!(
+        handles.iter().all(|h| h.contains("engine2/")),
+        "{handles:?}"
+    );
+
+    let bel = MemoryBel::new();
+    let o = orchestrator(
+        job("gpu", "echo built").hints(|h| {
+            h.label_requirements.insert("gpu".into(), "true".into());
+        }),
+        &executor,
+        &bel,
+        dir.path(),
+    );
+    let err = o.build(&[r("gpu/0")]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no executor or engine has label gpu=true"),
+        "{err}"
+    );
+}

@@ -41,6 +41,7 @@ async fn tls_executor(test: &str, state: &std::path::Path) -> Option<DockerExecu
             ca: dir.join("ca.pem"),
         },
         slots: 2,
+        labels: Default::default(),
     };
     let config = DockerConfig::new(engine, state)
         .default_image(common::IMAGE)

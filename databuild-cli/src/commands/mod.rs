@@ -112,10 +112,11 @@ async fn executor(home: &Home, file: &GraphFile) -> Result<Arc<dyn Executor>, Cl
     let Some(docker) = file.docker.as_ref().filter(|_| file.uses_docker()) else {
         return Ok(local);
     };
-    let mut engines = docker
-        .engines
-        .iter()
-        .map(|e| EngineConfig::unix(&e.name, &e.socket, e.slots));
+    let mut engines = docker.engines.iter().map(|e| {
+        let mut engine = EngineConfig::unix(&e.name, &e.socket, e.slots);
+        engine.labels = e.labels.clone();
+        engine
+    });
     let first = engines.next().ok_or(CliError::Executor {
         executor: "docker",
         reason: "no engine".into(),

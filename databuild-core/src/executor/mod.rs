@@ -209,8 +209,15 @@ pub struct ExecutorInfo {
     pub name: String,
     /// What it can do.
     pub capabilities: Capabilities,
-    /// Labels matched against tasks' label requirements (`os=linux`).
+    /// Labels matched against tasks' label requirements (`os=linux`),
+    /// common to every place the backend runs work.
     pub labels: BTreeMap<String, String>,
+    /// The labels of each place a run can go, for a backend with several
+    /// (a Docker engine each, say): a task goes to the backend when one
+    /// place's labels, with [`labels`](Self::labels), meet its
+    /// requirements, and the backend then runs it on such a place. Empty
+    /// when the backend is one place.
+    pub placements: Vec<BTreeMap<String, String>>,
 }
 
 impl ExecutorInfo {
@@ -220,8 +227,51 @@ impl ExecutorInfo {
             name: name.into(),
             capabilities,
             labels: BTreeMap::new(),
+            placements: Vec::new(),
         }
     }
+
+    /// Whether a run with these label requirements can go here, or the
+    /// first requirement that the place closest to meeting them misses
+    /// (`(key, wanted value)`).
+    pub fn can_take<'a>(
+        &self,
+        requirements: &'a BTreeMap<String, String>,
+    ) -> Result<(), (&'a str, &'a str)> {
+        let missing_in = |place: Option<&BTreeMap<String, String>>| -> Vec<(&'a str, &'a str)> {
+            requirements
+                .iter()
+                .filter(|(k, v)| {
+                    let here = place
+                        .and_then(|p| p.get(*k))
+                        .or_else(|| self.labels.get(*k));
+                    here != Some(*v)
+                })
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect()
+        };
+        let candidates: Vec<Vec<(&str, &str)>> = if self.placements.is_empty() {
+            vec![missing_in(None)]
+        } else {
+            self.placements
+                .iter()
+                .map(|p| missing_in(Some(p)))
+                .collect()
+        };
+        match candidates.into_iter().min_by_key(Vec::len) {
+            Some(missing) if !missing.is_empty() => Err(missing[0]),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `labels` meet every requirement: for a backend choosing among
+/// its places (engines) at launch.
+pub fn labels_meet(
+    labels: &BTreeMap<String, String>,
+    requirements: &BTreeMap<String, String>,
+) -> bool {
+    requirements.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// A run that outlived the orchestrator, as a recovering backend lists it.

@@ -259,14 +259,12 @@ impl Build {
             Some(Launch::InProcess(_)) => (&self.inner.in_process, &self.in_process_info),
             Some(_) => match (&self.inner.executor, &self.process_info) {
                 (Some(executor), Some(info)) => {
-                    if let Some((k, v)) = task
-                        .config
-                        .hints
-                        .label_requirements
-                        .iter()
-                        .find(|(k, v)| info.labels.get(*k) != Some(v))
-                    {
-                        return Err(format!("no executor has label {k}={v}"));
+                    if let Err((k, v)) = info.can_take(&task.config.hints.label_requirements) {
+                        return Err(if info.placements.is_empty() {
+                            format!("no executor has label {k}={v}")
+                        } else {
+                            format!("no executor or engine has label {k}={v}")
+                        });
                     }
                     (executor, info)
                 }

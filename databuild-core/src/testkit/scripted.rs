@@ -175,6 +175,21 @@ impl ScriptedExecutor {
         self
     }
 
+    /// Gives the executor labels, and places (engines) with labels of their
+    /// own (see [`ExecutorInfo::placements`]).
+    #[must_use]
+    pub fn labels(mut self, labels: &[(&str, &str)], placements: &[&[(&str, &str)]]) -> Self {
+        let map = |l: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            l.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let inner = Self::inner_mut(&mut self);
+        inner.info.labels = map(labels);
+        inner.info.placements = placements.iter().map(|p| map(p)).collect();
+        self
+    }
+
     /// Makes the executor one that recovers runs (`can_recover`), with
     /// `runs` as the runs that outlived an earlier orchestrator: each is
     /// listed by [`Executor::list_runs`] and can be re-attached once, and is

@@ -54,6 +54,68 @@ async fn pools_limit_runs_through_the_events() {
     }
 }
 
+/// Executor labels (seed 002): a job requiring labels goes only where they
+/// are, on the executor or one of its places (engines); a requirement
+/// nothing meets is unschedulable before anything runs, naming the label.
+#[tokio::test(start_paused = true)]
+async fn label_requirements_are_matched_at_plan_time() {
+    let executor = ScriptedExecutor::with_script(|_| Script::succeed()).labels(
+        &[("os", "linux")],
+        &[&[("zone", "a")], &[("zone", "b"), ("gpu", "true")]],
+    );
+    let rig = rig_with(
+        vec![
+            job("trains", &[]).hints(|h| {
+                h.label_requirements.insert("gpu".into(), "true".into());
+                h.label_requirements.insert("os".into(), "linux".into());
+            }),
+            job("anywhere", &[]).hints(|h| {
+                h.label_requirements.insert("zone".into(), "a".into());
+            }),
+            job("nowhere", &[]).hints(|h| {
+                h.label_requirements.insert("zone".into(), "a".into());
+                h.label_requirements.insert("gpu".into(), "true".into());
+            }),
+            job("quantum", &[]).hints(|h| {
+                h.label_requirements.insert("qpu".into(), "yes".into());
+            }),
+        ],
+        executor,
+        |b| b,
+    );
+    let outcome = rig
+        .o
+        .build(&[r("trains/1"), r("anywhere/1")])
+        .await
+        .unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    let err = rig
+        .o
+        .build(&[r("nowhere/1"), r("quantum/1"), r("anywhere/2")])
+        .await
+        .unwrap_err();
+    let BuildError::Unschedulable { tasks } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("no executor or engine has label qpu=yes"),
+        "{text}"
+    );
+    // No one place has both zone=a and gpu=true: the closest misses one.
+    assert!(
+        text.contains("has label gpu=true") || text.contains("has label zone=a"),
+        "{text}"
+    );
+    assert_eq!(
+        rig.executor.launched().len(),
+        2,
+        "nothing of the second request ran"
+    );
+    rig.log().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn unknown_pools_and_oversized_needs_are_unschedulable() {
     let rig = rig_with(
