@@ -14,6 +14,9 @@ pub enum CliError {
     /// The graph definition file is missing or wrong.
     #[error(transparent)]
     GraphFile(#[from] GraphFileError),
+    /// A setting (file or `DATABUILD_*` variable) is not valid.
+    #[error(transparent)]
+    Settings(#[from] databuild_core::settings::SettingsError),
     /// A partition ref given on the command line is not valid.
     #[error(transparent)]
     Ref(#[from] PartitionRefError),
@@ -104,6 +107,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::GraphFile(_)
+            | CliError::Settings(_)
             | CliError::Ref(_)
             | CliError::Pattern(_)
             | CliError::NoStore { .. }

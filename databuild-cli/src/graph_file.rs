@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use databuild_core::job::{RetryPolicy, SchedulingHints};
+use databuild_core::settings::parse_duration;
 use databuild_core::{Graph, JobLabel, PartitionPattern, ProcessJob};
 use serde::Deserialize;
 use toml::Spanned;
@@ -572,22 +573,6 @@ impl Locator<'_> {
             cpus,
         })
     }
-}
-
-/// `250ms`, `90s`, `5m`, `2h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let ms = match unit.trim() {
-        "ms" => n,
-        "" | "s" => n.checked_mul(1_000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
 }
 
 /// `512m`, `2g`, `100k`, or bytes.

@@ -105,6 +105,12 @@ pub struct Cli {
         default_value = "databuild.toml"
     )]
     pub graph: PathBuf,
+    /// A settings file (TOML: parallelism, liveness-timeout,
+    /// heartbeat-interval, keepalive-interval, keepalive-timeout,
+    /// request-timeout, a `[labels]` table, ...). `DATABUILD_*` variables override it;
+    /// see `databuild_core::settings` for every setting and its default.
+    #[arg(long, global = true, env = "DATABUILD_SETTINGS")]
+    pub settings: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -863,3 +863,71 @@ fn a_docker_job_in_the_graph_file_runs_in_a_container() {
         "the local input was built"
     );
 }
+
+/// Settings from a file (`--settings`) and `DATABUILD_*` variables reach
+/// the orchestrator and the executors; a bad one is a usage error naming
+/// the setting and where it came from.
+#[test]
+fn settings_come_from_a_file_and_the_environment() {
+    let p = Project::new();
+    p.cmd()
+        .env("DATABUILD_LIVENESS_TIMEOUT", "soon")
+        .args(["build", "raw/date=2024-08-01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "setting liveness-timeout (DATABUILD_LIVENESS_TIMEOUT)",
+        ));
+    std::fs::write(p.path().join("site.toml"), "keepalive-intervl = \"1s\"\n").unwrap();
+    p.cmd()
+        .args(["--settings", "site.toml", "build", "raw/date=2024-08-01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "setting keepalive-intervl (site.toml:1)",
+        ));
+
+    // Labels from the settings file make a job that requires them
+    // schedulable; DATABUILD_PARALLELISM=1 (over the graph file's 2) runs
+    // one job at a time: one slot track in the trace.
+    let graph = p.path().join("databuild.toml");
+    let text = std::fs::read_to_string(&graph).unwrap();
+    std::fs::write(
+        &graph,
+        text.replacen(
+            "\n[[job]]\nlabel = \"//t:raw\"",
+            "\n[[job]]\nrequires = { gpu = \"true\" }\nlabel = \"//t:raw\"",
+            1,
+        ),
+    )
+    .unwrap();
+    std::fs::write(p.path().join("site.toml"), "[labels]\ngpu = \"true\"\n").unwrap();
+    p.cmd()
+        .env("DATABUILD_PARALLELISM", "1")
+        .args([
+            "--settings",
+            "site.toml",
+            "build",
+            "raw/date=2024-08-01",
+            "raw/date=2024-08-02",
+            "raw/date=2024-08-03",
+        ])
+        .assert()
+        .success();
+    let id = p.last_request();
+    p.cmd()
+        .args(["trace", &id, "-o", "trace.json"])
+        .assert()
+        .success();
+    let trace: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path().join("trace.json")).unwrap())
+            .unwrap();
+    let tracks: std::collections::BTreeSet<i64> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "B")
+        .map(|e| e["tid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(tracks.len(), 1, "one run at a time: {tracks:?}");
+}

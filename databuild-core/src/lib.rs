@@ -122,6 +122,7 @@ pub mod partition;
 pub mod plan;
 pub mod planner;
 pub mod proto;
+pub mod settings;
 pub mod state;
 #[cfg(any(feature = "testkit", test))]
 pub mod testkit;

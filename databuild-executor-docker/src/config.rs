@@ -123,6 +123,8 @@ pub struct DockerConfig {
     /// (its container keeps running under live restore) before it fails
     /// as lost to the engine; an engine back in time is re-attached.
     pub engine_down_grace: Duration,
+    /// The limit of one call to an engine.
+    pub request_timeout: Duration,
     /// The longest output line kept whole; longer lines are cut.
     pub line_cap: usize,
 }
@@ -147,8 +149,26 @@ impl DockerConfig {
             kill_grace: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
             engine_down_grace: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(120),
             line_cap: 1 << 20,
         }
+    }
+
+    /// Applies shared [`Settings`](databuild_core::settings::Settings): the
+    /// keep-alive interval, the keep-alive timeout (as
+    /// [`engine_down_grace`](Self::engine_down_grace)), the request timeout,
+    /// and the labels (given to every engine, under its own).
+    #[must_use]
+    pub fn settings(mut self, settings: &databuild_core::settings::Settings) -> Self {
+        self.keepalive_interval = settings.keepalive_interval;
+        self.engine_down_grace = settings.keepalive_timeout;
+        self.request_timeout = settings.request_timeout;
+        for engine in &mut self.engines {
+            for (k, v) in &settings.labels {
+                engine.labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        self
     }
 
     /// Adds an engine.

@@ -8,7 +8,6 @@ use crate::config::{Endpoint, EngineConfig};
 use crate::error::ConnectError;
 
 /// Seconds a request to an engine may take.
-const REQUEST_TIMEOUT_S: u64 = 120;
 
 #[derive(Debug)]
 pub(crate) struct Engine {
@@ -28,31 +27,26 @@ pub(crate) struct Engine {
 impl Engine {
     /// Connects, agrees on an API version (Debian's engine speaks 1.41),
     /// and asks the engine what it runs on.
-    pub(crate) async fn connect(config: &EngineConfig) -> Result<Self, ConnectError> {
+    pub(crate) async fn connect(
+        config: &EngineConfig,
+        request_timeout: std::time::Duration,
+    ) -> Result<Self, ConnectError> {
+        let timeout_s = request_timeout.as_secs().max(1);
         let unreachable = |reason: String| ConnectError::Unreachable {
             engine: config.name.clone(),
             endpoint: endpoint_text(&config.endpoint),
             reason,
         };
         let docker = match &config.endpoint {
-            Endpoint::Unix(path) => Docker::connect_with_unix(
-                &path.to_string_lossy(),
-                REQUEST_TIMEOUT_S,
-                API_DEFAULT_VERSION,
-            ),
+            Endpoint::Unix(path) => {
+                Docker::connect_with_unix(&path.to_string_lossy(), timeout_s, API_DEFAULT_VERSION)
+            }
             Endpoint::Tls {
                 addr,
                 key,
                 cert,
                 ca,
-            } => Docker::connect_with_ssl(
-                addr,
-                key,
-                cert,
-                ca,
-                REQUEST_TIMEOUT_S,
-                API_DEFAULT_VERSION,
-            ),
+            } => Docker::connect_with_ssl(addr, key, cert, ca, timeout_s, API_DEFAULT_VERSION),
         }
         .map_err(|e| unreachable(e.to_string()))?;
         let docker = docker

@@ -108,7 +108,7 @@ impl DockerExecutor {
         }
         let mut engines = Vec::with_capacity(config.engines.len());
         for e in &config.engines {
-            engines.push(Engine::connect(e).await?);
+            engines.push(Engine::connect(e, config.request_timeout).await?);
         }
         let mut info = ExecutorInfo::new(
             Self::NAME,

@@ -94,6 +94,17 @@ impl LocalConfig {
         self
     }
 
+    /// Applies shared [`Settings`](databuild_core::settings::Settings): the
+    /// heartbeat interval and the labels (over this machine's `os` and
+    /// `arch`).
+    #[must_use]
+    pub fn settings(mut self, settings: &databuild_core::settings::Settings) -> Self {
+        self.heartbeat_interval = settings.heartbeat_interval;
+        self.labels
+            .extend(settings.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
+
     /// Samples the job's process for heartbeats (`true`, the default), or
     /// leaves the job's output lines as its only signs of life.
     #[must_use]

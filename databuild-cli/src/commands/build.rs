@@ -21,6 +21,7 @@ use crate::progress::Progress;
 pub(super) async fn run(
     home: &Home,
     graph: &Path,
+    settings: &databuild_core::settings::Settings,
     refs: &[String],
     force: bool,
     keep_going: bool,
@@ -38,7 +39,7 @@ pub(super) async fn run(
     };
     let started = Instant::now();
     let orchestrator =
-        super::orchestrator(home, &file, Arc::clone(&bel) as Arc<dyn BelSink>).await?;
+        super::orchestrator(home, &file, settings, Arc::clone(&bel) as Arc<dyn BelSink>).await?;
     let resumed = orchestrator.resumed();
     for r in &resumed {
         eprintln!(

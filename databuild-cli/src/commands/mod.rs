@@ -12,6 +12,7 @@ mod taint;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use databuild_core::settings::Settings;
 use databuild_core::state::BuildState;
 use databuild_core::{BelSink, Executor, Orchestrator, PartitionRef};
 use databuild_executor_docker::{DockerConfig, DockerExecutor, EngineConfig};
@@ -25,13 +26,20 @@ use crate::{Cli, CliError, Command};
 /// Runs a parsed command line (all but the hidden `runner`).
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let home = Home::new(&cli.home);
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let settings = Settings::load(cli.settings.as_deref(), &env)?;
     match cli.command {
         Command::Build {
             refs,
             force,
             keep_going,
             plain,
-        } => build::run(&home, &cli.graph, &refs, force, keep_going, plain).await,
+        } => {
+            build::run(
+                &home, &cli.graph, &settings, &refs, force, keep_going, plain,
+            )
+            .await
+        }
         Command::Analyze {
             refs,
             format,
@@ -63,7 +71,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Explain { partition } => explain::run(&home, &cli.graph, &partition).await,
         Command::Taint { refs } => taint::taint(&home, &refs).await,
         Command::Cancel { build_request_id } => {
-            taint::cancel(&home, &cli.graph, &build_request_id).await
+            taint::cancel(&home, &cli.graph, &settings, &build_request_id).await
         }
         Command::Trace {
             build_request_id,
@@ -103,10 +111,15 @@ async fn state_of(bel: &dyn BelSink) -> Result<BuildState, CliError> {
 /// (each run under a supervisor that outlives this process: this binary's
 /// hidden `runner` command), plus the Docker executor when a job names an
 /// image.
-async fn executor(home: &Home, file: &GraphFile) -> Result<Arc<dyn Executor>, CliError> {
+async fn executor(
+    home: &Home,
+    file: &GraphFile,
+    settings: &Settings,
+) -> Result<Arc<dyn Executor>, CliError> {
     let exe = std::env::current_exe().map_err(CliError::io("the databuild executable"))?;
     let local: Arc<dyn Executor> = Arc::new(LocalExecutor::new(
         LocalConfig::new(home.dir())
+            .settings(settings)
             .runner(vec![exe.to_string_lossy().into_owned(), "runner".into()]),
     ));
     let Some(docker) = file.docker.as_ref().filter(|_| file.uses_docker()) else {
@@ -126,6 +139,7 @@ async fn executor(home: &Home, file: &GraphFile) -> Result<Arc<dyn Executor>, Cl
     for e in engines {
         config = config.engine(e);
     }
+    config = config.settings(settings);
     if let Some(m) = docker.memory_bytes {
         config = config.memory_bytes(m);
     }
@@ -146,14 +160,17 @@ async fn executor(home: &Home, file: &GraphFile) -> Result<Arc<dyn Executor>, Cl
 async fn orchestrator(
     home: &Home,
     file: &GraphFile,
+    settings: &Settings,
     bel: Arc<dyn BelSink>,
 ) -> Result<Orchestrator, CliError> {
     let mut builder = Orchestrator::builder()
         .graph(file.graph()?)
         .bel(bel)
-        .executor(executor(home, file).await?)
+        .executor(executor(home, file, settings).await?)
+        .settings(settings.orchestrator())
         .state_dir(home.dir());
-    if let Some(p) = file.parallelism {
+    // The settings (file or DATABUILD_PARALLELISM) over the graph file's.
+    if let Some(p) = settings.parallelism.or(file.parallelism) {
         builder = builder.parallelism(p);
     }
     for (name, slots) in &file.pools {

@@ -74,7 +74,12 @@ pub(super) async fn taint(home: &Home, refs: &[String]) -> Result<ExitCode, CliE
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn cancel(home: &Home, graph: &Path, id: &str) -> Result<ExitCode, CliError> {
+pub(super) async fn cancel(
+    home: &Home,
+    graph: &Path,
+    settings: &databuild_core::settings::Settings,
+    id: &str,
+) -> Result<ExitCode, CliError> {
     match home.writer() {
         Err(e) if is_locked(&e) => {
             let reply = control::send(
@@ -101,7 +106,7 @@ pub(super) async fn cancel(home: &Home, graph: &Path, id: &str) -> Result<ExitCo
             // Left open by a build that stopped: take it up and cancel it
             // (its runs are found, stopped, and the cancel recorded).
             let file = GraphFile::read(graph)?;
-            let orchestrator = super::orchestrator(home, &file, bel).await?;
+            let orchestrator = super::orchestrator(home, &file, settings, bel).await?;
             let resumed = orchestrator.resumed();
             let _ = orchestrator.cancel(id, "cancelled from the command line");
             for r in resumed {
