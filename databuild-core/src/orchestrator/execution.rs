@@ -22,6 +22,7 @@ use futures::stream::{BoxStream, FuturesUnordered, SelectAll};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::buffer::{Buffer, Covered, Joiner};
 use super::recovery::{Resume, Takeover, outputs};
 use super::run::{Build, Route, Routed, backoff, status_events};
 use super::slots::Grant;
@@ -45,6 +46,8 @@ pub(crate) enum Control {
     Cancel { reason: String },
     /// Cancel one of its job runs.
     CancelRun { job_run_id: String, reason: String },
+    /// Flush its buffer of this job now: another request filled the batch.
+    FlushBuffer { job: String },
 }
 
 /// Where a task of the plan is.
@@ -144,6 +147,8 @@ enum Timer {
     Liveness(String),
     BuildHeartbeat,
     CancelWait,
+    /// The buffering window of this job closes.
+    BufferClose(String),
 }
 
 /// How the request is ending early.
@@ -229,7 +234,27 @@ pub(super) struct Execution<'a> {
     takeovers: Vec<Takeover>,
     /// Its lost runs, which its tasks' next runs follow.
     lost: Vec<JobRun>,
+    /// Buffers this request owns: its tasks in each, by job.
+    own_buffers: HashMap<String, Vec<TaskId>>,
+    /// Buffers to flush at the next turn of the loop (the batch is full).
+    flush_now: Vec<String>,
+    /// Its tasks in other requests' buffers, waiting for the runs.
+    buffer_waits: FuturesUnordered<BoxFuture<'static, BufferAnswer>>,
+    /// Tasks that run on their own (their buffer's owner went away).
+    unbuffered: HashSet<usize>,
+    /// Joiner: partitions another request's batch run builds, and the task
+    /// of this request they belong to.
+    covering: HashMap<PartitionRef, TaskId>,
+    /// Owner: this request's buffered tasks whose outputs a batch run (of
+    /// the anchor task) builds.
+    covers: HashMap<usize, Vec<TaskId>>,
+    /// Runs a covered task (owner) or covering partitions (joiner) still
+    /// waits for.
+    cover_left: HashMap<usize, u32>,
 }
+
+/// A buffered task and what the buffer's owner answered.
+type BufferAnswer = (TaskId, Result<Vec<Covered>, String>);
 
 async fn recv_control(rx: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Option<Control> {
     match rx {
@@ -242,6 +267,16 @@ impl Drop for Execution<'_> {
     /// However the request ends (an error from the BEL included), requests
     /// waiting on its tasks are told, so none waits forever.
     fn drop(&mut self) {
+        // Buffers it still owns go: their joiners hear so and run their
+        // partitions themselves.
+        {
+            let mut buffers = self.build.inner.buffers();
+            for job in self.own_buffers.keys() {
+                if buffers.get(job).is_some_and(|b| b.owner == self.build.id) {
+                    buffers.remove(job);
+                }
+            }
+        }
         let open: Vec<usize> = self.published.keys().copied().collect();
         for t in open {
             self.end_task(
@@ -302,6 +337,13 @@ impl<'a> Execution<'a> {
             launching_ids: HashMap::new(),
             takeovers: Vec::new(),
             lost: Vec::new(),
+            own_buffers: HashMap::new(),
+            flush_now: Vec::new(),
+            buffer_waits: FuturesUnordered::new(),
+            unbuffered: HashSet::new(),
+            covering: HashMap::new(),
+            covers: HashMap::new(),
+            cover_left: HashMap::new(),
         }
     }
 
@@ -493,6 +535,9 @@ impl<'a> Execution<'a> {
             {
                 self.on_control(c).await?;
             }
+            for job in std::mem::take(&mut self.flush_now) {
+                self.flush(&job).await?;
+            }
             self.dispatch().await?;
             self.report_remaining().await?;
             if self.finished() {
@@ -514,6 +559,11 @@ impl<'a> Execution<'a> {
                 end = self.waits.next(), if !self.waits.is_empty() => {
                     if let Some((partition, end)) = end {
                         self.on_external_end(partition, end).await?;
+                    }
+                }
+                buffered = self.buffer_waits.next(), if !self.buffer_waits.is_empty() => {
+                    if let Some((task, covered)) = buffered {
+                        self.on_buffered(task, covered).await?;
                     }
                 }
                 launched = self.launching.next(), if !self.launching.is_empty() => {
@@ -569,7 +619,10 @@ impl<'a> Execution<'a> {
     }
 
     fn finished(&self) -> bool {
-        self.waits.is_empty()
+        self.own_buffers.is_empty()
+            && self.flush_now.is_empty()
+            && self.buffer_waits.is_empty()
+            && self.waits.is_empty()
             && self.runs.is_empty()
             && self.launching.is_empty()
             && self.counts.backoff == 0
@@ -605,9 +658,378 @@ impl<'a> Execution<'a> {
         }
     }
 
+    /// A ready task: into its job's buffer when the job has a buffering
+    /// window, else a new run (see [`enqueue`](Self::enqueue)).
+    fn queue(&mut self, task: TaskId, events: &mut Vec<BuildEvent>) {
+        match self.plan.task(task).config.hints.buffering {
+            Some(window) if !self.unbuffered.contains(&task.index()) => {
+                self.buffer(task, window, events);
+            }
+            _ => self.enqueue(task, events),
+        }
+    }
+
+    /// Puts a ready task's outputs into its job's open buffer (joining
+    /// another request's, or opening one this request owns), with a
+    /// `JobRunBuffering` event.
+    fn buffer(
+        &mut self,
+        task: TaskId,
+        window: crate::job::BufferingWindow,
+        events: &mut Vec<BuildEvent>,
+    ) {
+        let inner = Arc::clone(&self.build.inner);
+        let job = self.plan.task(task).job.to_string();
+        let outputs = self.plan.task(task).config.outputs.clone();
+        // Other requests that need these partitions wait for this task.
+        self.publish(task);
+        let mut buffers = inner.buffers();
+        let buffer = buffers.entry(job.clone()).or_insert_with(|| {
+            self.timers.insert((
+                Instant::now() + window.window,
+                Timer::BufferClose(job.clone()),
+            ));
+            Buffer {
+                id: inner.ids.next_id(),
+                owner: self.build.id.clone(),
+                partitions: Vec::new(),
+                deadline_ns: inner.clock.now_ns()
+                    + i64::try_from(window.window.as_nanos()).unwrap_or(i64::MAX),
+                max_batch: window.max_batch,
+                joiners: Vec::new(),
+            }
+        });
+        buffer.partitions.extend(outputs.iter().cloned());
+        if buffer.owner == self.build.id {
+            self.own_buffers.entry(job.clone()).or_default().push(task);
+        } else {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            buffer.joiners.push(Joiner {
+                request: self.build.id.clone(),
+                partitions: outputs.clone(),
+                reply,
+            });
+            self.buffer_waits.push(Box::pin(async move {
+                let covered = answer
+                    .await
+                    .unwrap_or_else(|_| Err("the request holding the buffer ended".into()));
+                (task, covered)
+            }));
+        }
+        let (id, deadline_ns, full, owner) = (
+            buffer.id.clone(),
+            buffer.deadline_ns,
+            buffer.full(),
+            buffer.owner.clone(),
+        );
+        drop(buffers);
+        events.push(self.event(
+            "",
+            Event::JobRunBuffering(proto::JobRunBuffering {
+                buffer_id: id,
+                job: Some(self.plan.task(task).job.to_proto()),
+                partitions: outputs.iter().map(PartitionRef::to_proto).collect(),
+                window_deadline_ns: deadline_ns,
+                max_batch: window.max_batch.unwrap_or(0),
+            }),
+        ));
+        if full {
+            if owner == self.build.id {
+                self.flush_now.push(job);
+            } else if let Some(tx) = inner.controls().get(&owner) {
+                let _ = tx.send(Control::FlushBuffer { job });
+            }
+        }
+    }
+
+    /// The window of this request's buffer of `job` closed, or the batch
+    /// is full: one `config` call for every partition in it, one run per
+    /// config (anchored on one of this request's buffered tasks, or a new
+    /// task for a config that covers only other requests' partitions), and
+    /// each joining request told which runs cover its partitions.
+    async fn flush(&mut self, job: &str) -> Result<(), BuildError> {
+        let Some(own) = self.own_buffers.remove(job) else {
+            return Ok(());
+        };
+        let inner = Arc::clone(&self.build.inner);
+        let buffer = {
+            let mut buffers = inner.buffers();
+            match buffers.get(job) {
+                Some(b) if b.owner == self.build.id => buffers.remove(job),
+                _ => None,
+            }
+        };
+        let joiners = buffer.map(|b| b.joiners).unwrap_or_default();
+        if let Some(ending) = &self.ending {
+            let reason = match ending {
+                Ending::FailFast(f) => format!("not run: {f}"),
+                Ending::Canceled { reason, .. } => format!("not run: canceled: {reason}"),
+            };
+            for j in joiners {
+                let _ = j.reply.send(Err(reason.clone()));
+            }
+            for t in own {
+                self.not_built(t, reason.clone());
+            }
+            return Ok(());
+        }
+        let mut union: Vec<PartitionRef> = Vec::new();
+        let mut seen = HashSet::new();
+        for p in own
+            .iter()
+            .flat_map(|t| self.plan.task(*t).config.outputs.iter())
+            .chain(joiners.iter().flat_map(|j| j.partitions.iter()))
+        {
+            if seen.insert(p.clone()) {
+                union.push(p.clone());
+            }
+        }
+        let configs = match inner.graph.job(job) {
+            Some(j) => j.config(&union).await.map_err(|e| e.to_string()),
+            None => Err(format!("job {job} is not in the graph")),
+        }
+        .and_then(|configs| {
+            let mut covered = HashSet::new();
+            for c in &configs {
+                for o in &c.outputs {
+                    if !seen.contains(o) || !covered.insert(o.clone()) {
+                        return Err(format!("the configs cover {o} more than once, or unasked"));
+                    }
+                }
+            }
+            if let Some(p) = union.iter().find(|p| !covered.contains(*p)) {
+                return Err(format!("no config covers {p}"));
+            }
+            // The batch may read what no single partition's config did: it
+            // runs only on inputs already built.
+            let state = inner.lock_state();
+            for input in configs.iter().flat_map(|c| c.materialized_inputs()) {
+                let built = state
+                    .partition(input)
+                    .is_some_and(|e| e.status == PartitionStatus::Available);
+                if !built {
+                    return Err(format!("the batch reads {input}, which is not built"));
+                }
+            }
+            Ok(configs)
+        });
+        let configs = match configs {
+            Ok(c) => c,
+            Err(why) => {
+                let reason = format!("the buffered config call of job {job} failed: {why}");
+                for j in joiners {
+                    let _ = j.reply.send(Err(reason.clone()));
+                }
+                for t in own {
+                    self.task_failed(t, "", reason.clone(), false).await?;
+                }
+                return Ok(());
+            }
+        };
+        let digest = Arc::clone(&self.plan.task(own[0]).definition_digest);
+        let label = self.plan.task(own[0]).job.clone();
+        let mut events = Vec::new();
+        let mut anchor_of: HashMap<PartitionRef, TaskId> = HashMap::new();
+        let mut used: HashSet<usize> = HashSet::new();
+        for config in configs {
+            let anchor = own.iter().copied().find(|t| {
+                !used.contains(&t.index())
+                    && self
+                        .plan
+                        .task(*t)
+                        .config
+                        .outputs
+                        .iter()
+                        .any(|o| config.outputs.contains(o))
+            });
+            let anchor = match anchor {
+                Some(t) => t,
+                None => {
+                    let mut plan = self.plan.clone();
+                    let t = plan.push_task(crate::plan::Task {
+                        job: label.clone(),
+                        config: config.clone(),
+                        definition_digest: Arc::clone(&digest),
+                    });
+                    self.grow(plan, &[t]);
+                    t
+                }
+            };
+            used.insert(anchor.index());
+            let before: HashSet<PartitionRef> = self
+                .plan
+                .task(anchor)
+                .config
+                .outputs
+                .iter()
+                .cloned()
+                .collect();
+            self.plan.task_mut(anchor).config = config;
+            match self.published.get(&anchor.index()).cloned() {
+                Some(sender) => {
+                    let mut building = inner.building();
+                    for o in &self.plan.task(anchor).config.outputs {
+                        if !before.contains(o) {
+                            building.insert(o.clone(), Arc::clone(&sender));
+                        }
+                    }
+                }
+                None => self.publish(anchor),
+            }
+            for o in &self.plan.task(anchor).config.outputs {
+                anchor_of.insert(o.clone(), anchor);
+            }
+            self.enqueue(anchor, &mut events);
+        }
+        // This request's other buffered tasks finish with the runs that
+        // build their outputs.
+        for t in own.iter().filter(|t| !used.contains(&t.index())) {
+            let anchors: HashSet<usize> = self
+                .plan
+                .task(*t)
+                .config
+                .outputs
+                .iter()
+                .filter_map(|o| anchor_of.get(o).map(|a| a.index()))
+                .collect();
+            self.cover_left.insert(t.index(), anchors.len() as u32);
+            for a in anchors {
+                self.covers.entry(a).or_default().push(*t);
+            }
+        }
+        // Every request waiting on the runs is attached to them in the batch
+        // that queues them, before any can start.
+        let now = inner.clock.now_ns();
+        for j in &joiners {
+            let mut attach: std::collections::BTreeMap<String, Vec<proto::PartitionRef>> =
+                std::collections::BTreeMap::new();
+            for p in &j.partitions {
+                if let Some(run) = anchor_of
+                    .get(p)
+                    .and_then(|a| self.tasks[a.index()].run.clone())
+                {
+                    attach.entry(run).or_default().push(p.to_proto());
+                }
+            }
+            for (run, partitions) in attach {
+                events.push(
+                    BuildEvent::at(
+                        now,
+                        Event::JobRunAttached(proto::JobRunAttached { partitions }),
+                    )
+                    .for_request(&j.request)
+                    .for_job_run(run),
+                );
+            }
+        }
+        self.commit(events).await?;
+        for j in joiners {
+            let covered = j
+                .partitions
+                .iter()
+                .filter_map(|p| {
+                    let anchor = anchor_of.get(p)?;
+                    Some(Covered {
+                        partition: p.clone(),
+                        run: self.tasks[anchor.index()].run.clone()?,
+                        owner: self.build.id.clone(),
+                        end: self.published.get(&anchor.index())?.subscribe(),
+                    })
+                })
+                .collect();
+            let _ = j.reply.send(Ok(covered));
+        }
+        Ok(())
+    }
+
+    /// Joiner: the owner of the buffer answered. The runs covering this
+    /// task's partitions are attached to and waited for; with no answer
+    /// (the owner went away) the task runs here, unbuffered.
+    async fn on_buffered(
+        &mut self,
+        task: TaskId,
+        covered: Result<Vec<Covered>, String>,
+    ) -> Result<(), BuildError> {
+        if self.ending.is_some() || self.tasks[task.index()].status != TaskStatus::Waiting {
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        match covered {
+            Err(why) => {
+                tracing::info!(%why, "a buffered task runs on its own");
+                self.unbuffered.insert(task.index());
+                self.enqueue(task, &mut events);
+            }
+            Ok(covered) => {
+                let requested: HashSet<PartitionRef> =
+                    self.plan.requested().iter().cloned().collect();
+                // The owner recorded the attachments with the runs.
+                self.cover_left.insert(task.index(), covered.len() as u32);
+                for c in covered {
+                    events.push(self.event(
+                        "",
+                        Event::PartitionDelegated(proto::PartitionDelegated {
+                            partition: Some(c.partition.to_proto()),
+                            to_build_request_id: c.owner.clone(),
+                            to_job_run_id: c.run.clone(),
+                            historical: false,
+                        }),
+                    ));
+                    if !self.attached.contains(&c.run) {
+                        self.attached.push(c.run.clone());
+                    }
+                    if requested.contains(&c.partition) {
+                        self.delegated.push(c.partition.clone());
+                    }
+                    self.covering.insert(c.partition.clone(), task);
+                    self.external.insert(c.partition.clone(), Vec::new());
+                    let mut rx = c.end;
+                    let p = c.partition;
+                    self.waits.push(Box::pin(async move {
+                        let end = match rx.wait_for(|e| *e != TaskEnd::Pending).await {
+                            Ok(end) => end.clone(),
+                            Err(_) => TaskEnd::Failed("the request building it ended".into()),
+                        };
+                        (p, end)
+                    }));
+                }
+            }
+        }
+        self.commit(events).await
+    }
+
+    /// The batch run of `anchor` ended: the buffered tasks of this request
+    /// it covered end with it.
+    fn end_covered(&mut self, anchor: TaskId, end: &TaskEnd, events: &mut Vec<BuildEvent>) {
+        for t in self.covers.remove(&anchor.index()).unwrap_or_default() {
+            if self.tasks[t.index()].status != TaskStatus::Waiting {
+                continue;
+            }
+            match end {
+                TaskEnd::Built | TaskEnd::Pending => {
+                    let left = self.cover_left.entry(t.index()).or_insert(1);
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        self.set_status(t, TaskStatus::Done);
+                        self.end_task(t, TaskEnd::Built);
+                        let downstream: Vec<TaskId> =
+                            self.plan.downstream(t).map(|(d, _)| d).collect();
+                        self.inputs_ready(downstream, events);
+                    }
+                }
+                TaskEnd::Failed(why) => {
+                    self.not_built(t, format!("its batch run failed: {why}"));
+                    if self.build.options.keep_going {
+                        self.skip_downstream(t);
+                    }
+                }
+            }
+        }
+    }
+
     /// A new run for a ready task: `JobRunQueued` into `events`, and the
     /// task into its pool's queue.
-    fn queue(&mut self, task: TaskId, events: &mut Vec<BuildEvent>) {
+    fn enqueue(&mut self, task: TaskId, events: &mut Vec<BuildEvent>) {
         let run = self.build.inner.ids.next_id();
         let t = &self.tasks[task.index()];
         events.push(self.event(
@@ -988,6 +1410,7 @@ impl<'a> Execution<'a> {
                 self.built.extend(outputs.iter().cloned());
                 let downstream: Vec<TaskId> = self.plan.downstream(task).map(|(t, _)| t).collect();
                 self.inputs_ready(downstream, &mut events);
+                self.end_covered(task, &TaskEnd::Built, &mut events);
                 self.commit(events).await
             }
             Outcome::Failed {
@@ -1205,7 +1628,11 @@ impl<'a> Execution<'a> {
     fn not_built(&mut self, task: TaskId, reason: String) {
         self.tasks[task.index()].run = None;
         self.end_task(task, TaskEnd::Failed(reason.clone()));
-        self.set_status(task, TaskStatus::NotBuilt(reason));
+        self.set_status(task, TaskStatus::NotBuilt(reason.clone()));
+        if self.covers.contains_key(&task.index()) {
+            let mut ignored = Vec::new();
+            self.end_covered(task, &TaskEnd::Failed(reason), &mut ignored);
+        }
     }
 
     /// Makes a task's outputs known as being built by this request, so a
@@ -1348,6 +1775,32 @@ impl<'a> Execution<'a> {
         partition: PartitionRef,
         end: TaskEnd,
     ) -> Result<(), BuildError> {
+        if let Some(task) = self.covering.remove(&partition) {
+            self.external.remove(&partition);
+            if self.tasks[task.index()].status != TaskStatus::Waiting {
+                return Ok(());
+            }
+            return match end {
+                TaskEnd::Built | TaskEnd::Pending => {
+                    let left = self.cover_left.entry(task.index()).or_insert(1);
+                    *left = left.saturating_sub(1);
+                    let mut events = Vec::new();
+                    if *left == 0 {
+                        self.set_status(task, TaskStatus::Done);
+                        self.end_task(task, TaskEnd::Built);
+                        let downstream: Vec<TaskId> =
+                            self.plan.downstream(task).map(|(d, _)| d).collect();
+                        self.inputs_ready(downstream, &mut events);
+                    }
+                    self.commit(events).await
+                }
+                TaskEnd::Failed(why) => {
+                    self.delegated.retain(|p| *p != partition);
+                    let reason = format!("the batch run building {partition} failed: {why}");
+                    self.task_failed(task, "", reason, false).await
+                }
+            };
+        }
         let tasks = self.external.remove(&partition).unwrap_or_default();
         match end {
             TaskEnd::Built | TaskEnd::Pending => {
@@ -1536,7 +1989,31 @@ impl<'a> Execution<'a> {
         };
         self.ending = Some(ending);
         let mut events = Vec::new();
-        // Nothing more is waited for from other requests.
+        // Nothing more is waited for from other requests: not their
+        // buffers, not their runs.
+        self.buffer_waits = FuturesUnordered::new();
+        for (partition, task) in std::mem::take(&mut self.covering) {
+            if self.tasks[task.index()].status == TaskStatus::Waiting {
+                self.not_built(task, format!("not run: {reason}"));
+            }
+            self.delegated.retain(|p| *p != partition);
+        }
+        for i in 0..self.tasks.len() {
+            if self.tasks[i].status == TaskStatus::Waiting
+                && self.tasks[i].waiting_on == 0
+                && self.published.contains_key(&i)
+                && self.tasks[i].run.is_none()
+                && !self
+                    .own_buffers
+                    .values()
+                    .any(|ts| ts.iter().any(|t| t.index() == i))
+            {
+                // In another request's buffer.
+                self.not_built(TaskId::new(i), format!("not run: {reason}"));
+            }
+        }
+        let owned: Vec<String> = self.own_buffers.keys().cloned().collect();
+        self.flush_now.extend(owned);
         self.waits = FuturesUnordered::new();
         for (partition, tasks) in std::mem::take(&mut self.external) {
             for t in tasks {
@@ -1676,6 +2153,7 @@ impl<'a> Execution<'a> {
 
     async fn on_control(&mut self, control: Control) -> Result<(), BuildError> {
         match control {
+            Control::FlushBuffer { job } => self.flush(&job).await,
             Control::Cancel { reason } => {
                 if matches!(self.ending, Some(Ending::Canceled { .. })) {
                     return Ok(());
@@ -1764,6 +2242,7 @@ impl<'a> Execution<'a> {
     async fn on_timer(&mut self, timer: Timer) -> Result<(), BuildError> {
         let inner = Arc::clone(&self.build.inner);
         match timer {
+            Timer::BufferClose(job) => self.flush(&job).await,
             Timer::Retry(i) => {
                 let mut events = Vec::new();
                 self.queue(TaskId::new(i), &mut events);

@@ -22,6 +22,7 @@
 //! | missing deps | … `job_run_missing_deps`, the missing refs planned (`analyze_started` …), then a new run of the task, same attempt, linked by `previous_job_run_id` |
 //! | fail fast | `job_failure`, `job_cancels`, `job_run_kill_requested` per running run, `job_run_canceled` once each is confirmed gone, `build_failed` |
 //! | cancel | `job_run_kill_requested` (source user), `job_run_canceled`, `build_canceled` |
+//! | buffering (a job with a [`BufferingWindow`](crate::job::BufferingWindow)) | `job_run_buffering` per ready task (no run yet; a buffer id), across requests until the window closes or `max_batch` partitions wait; then one `config` call for them all, one `job_run_queued` per returned config (a batching job returns one), `job_run_attached` for every other request waiting on it, and the run goes on as above. If the request holding the buffer ends first, the others run their partitions themselves |
 //!
 //! The request itself: `build_request_received`, `build_planning`, the
 //! analysis, `jobs_unschedulable` (if any), `build_executing`,
@@ -39,6 +40,7 @@
 //! next attempt). An executor's health reports (`Executor::health`) are
 //! recorded as `executor_health` events.
 
+mod buffer;
 mod error;
 mod execution;
 mod recorder;
@@ -161,6 +163,8 @@ pub(crate) struct Inner {
     /// Requests resumed at load, not yet handed out by
     /// [`Orchestrator::resumed`].
     pub(crate) resumed: Mutex<Vec<(String, BuildTask)>>,
+    /// Open buffers, by job label (see `buffer`).
+    pub(crate) buffers: Mutex<HashMap<String, buffer::Buffer>>,
 }
 
 /// A build request's task.
@@ -495,6 +499,10 @@ impl Inner {
         self.resumed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(crate) fn buffers(&self) -> std::sync::MutexGuard<'_, HashMap<String, buffer::Buffer>> {
+        self.buffers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn building(&self) -> std::sync::MutexGuard<'_, Building> {
         self.building.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -634,6 +642,7 @@ impl OrchestratorBuilder {
                 loaded: tokio::sync::OnceCell::new(),
                 building: Arc::default(),
                 resumed: Mutex::default(),
+                buffers: Mutex::default(),
             }),
         })
     }

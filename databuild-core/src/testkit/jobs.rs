@@ -1,8 +1,9 @@
-//! A job for tests: `<name>/<key>` partitions, one config per output, each
-//! reading `<input>/<key>` of its inputs, run as a process (for example
-//! `sh -c <script>`), optionally in an image.
+//! A job for tests: `<name>/<key>` partitions, one config per output (or
+//! one for all, [`TestJob::batching`]), each reading `<input>/<key>` of its
+//! inputs, run as a process (for example `sh -c <script>`), optionally in
+//! an image. Its `config` calls are recorded ([`TestJob::config_calls`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -18,6 +19,8 @@ pub struct TestJob {
     inputs: Vec<String>,
     hints: Arc<SchedulingHints>,
     launch: ProcessLaunch,
+    batching: bool,
+    calls: Arc<Mutex<Vec<Vec<PartitionRef>>>>,
 }
 
 impl TestJob {
@@ -33,7 +36,23 @@ impl TestJob {
             inputs: Vec::new(),
             hints: Arc::default(),
             launch: ProcessLaunch::new(argv),
+            batching: false,
+            calls: Arc::default(),
         }
+    }
+
+    /// One config for all the outputs of a call (a batching job), instead
+    /// of one per output.
+    #[must_use]
+    pub fn batching(mut self) -> Self {
+        self.batching = true;
+        self
+    }
+
+    /// The outputs of each `config` call so far, in order (clones share
+    /// the record).
+    pub fn config_calls(&self) -> Vec<Vec<PartitionRef>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Job `//<name>` making `<name>/<key>`, run as `sh -c <script>`.
@@ -75,7 +94,11 @@ impl DataBuildJob for TestJob {
         &self.patterns
     }
     async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
-        outputs
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(outputs.to_vec());
+        let configs: Vec<JobConfig> = outputs
             .iter()
             .map(|o| {
                 let key = o.as_str().split_once('/').map_or("", |(_, k)| k);
@@ -91,7 +114,17 @@ impl DataBuildJob for TestJob {
                 }
                 Ok(c)
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        if !self.batching || configs.len() < 2 {
+            return Ok(configs);
+        }
+        let mut all = JobConfig::new(outputs.to_vec()).hints(Arc::clone(&self.hints));
+        for c in configs {
+            for input in c.inputs {
+                all.inputs.push(input);
+            }
+        }
+        Ok(vec![all])
     }
     fn launch(&self) -> Launch {
         Launch::Process(self.launch.clone())

@@ -2,6 +2,7 @@
 //! with paused time: the exact events of every path a job run and a build
 //! request can take.
 
+mod buffering;
 mod cancel;
 mod catalog;
 mod delegation;
