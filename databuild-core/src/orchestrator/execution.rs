@@ -2308,7 +2308,16 @@ impl<'a> Execution<'a> {
                 Ok(())
             }
             Timer::CancelWait => {
-                let left: Vec<String> = self.runs.keys().cloned().collect();
+                // Runs asked to stop that did not confirm are let go; a run
+                // this request detached from (another live request waits on
+                // it) is kept and followed to its end, or it would run on
+                // with nobody watching it.
+                let left: Vec<String> = self
+                    .runs
+                    .iter()
+                    .filter(|(_, live)| live.stop.is_some())
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 for run in left {
                     if let Some(live) = self.runs.remove(&run) {
                         tracing::warn!(job_run_id = %run, "the run's cancel was not confirmed within kill_grace; the build ends without it");
