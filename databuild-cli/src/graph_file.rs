@@ -494,9 +494,15 @@ impl Locator<'_> {
         let field = named.unwrap_or_else(|| {
             let (line, _) = self.position(span.start);
             let text = self.text.lines().nth(line - 1).unwrap_or("");
-            match text.split_once('=') {
-                Some((key, _)) => key.trim().to_owned(),
-                None => text.trim().to_owned(),
+            let key = match text.split_once('=') {
+                Some((key, _)) => key.trim(),
+                None => text.trim(),
+            };
+            if key.is_empty() {
+                // No key to name (`= 1`, a blank line): the file's syntax.
+                "(syntax)".to_owned()
+            } else {
+                key.chars().take(80).collect()
             }
         });
         self.invalid(span, &field, message)

@@ -325,6 +325,24 @@ fn scan(path: &Path, file: &File, state: &mut State) -> Result<Option<u64>, BelE
     }
 }
 
+/// Decodes and checks one line of a JSONL log (without its newline) as the
+/// sink reads it: the record's shape, its checksum, and that it holds
+/// event `number`. For tools that read logs line by line, and for fuzzing.
+pub fn decode_line(bytes: &[u8], number: u64) -> Result<BuildEvent, String> {
+    parse_line(bytes, number)
+}
+
+/// Encodes one event as a JSONL line (without its newline), as the sink
+/// writes it.
+pub fn encode_event_line(event: &BuildEvent) -> Result<Vec<u8>, BelError> {
+    let mut buf = Vec::new();
+    encode_line(event, &mut buf)?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    Ok(buf)
+}
+
 /// Decodes and checks one line (without its newline).
 fn parse_line(bytes: &[u8], number: u64) -> Result<BuildEvent, String> {
     let line: Line<'_> = serde_json::from_slice(bytes)

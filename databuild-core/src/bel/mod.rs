@@ -21,7 +21,9 @@ mod subscription;
 pub use error::BelError;
 pub use event::now_ns;
 pub use filter::EventFilter;
-pub use jsonl::{FsyncPolicy, JsonlBel, JsonlOptions, OpenReport, TornTail};
+pub use jsonl::{
+    FsyncPolicy, JsonlBel, JsonlOptions, OpenReport, TornTail, decode_line, encode_event_line,
+};
 pub use memory::MemoryBel;
 pub use rows::{PartitionRow, RequestRow, RunRow, StateRows};
 pub use sink::{BelSink, BlobDigest, SeqRange};
