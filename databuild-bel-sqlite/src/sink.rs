@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +54,17 @@ impl SqliteBel {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let lock = take_lock(&path)?;
+        // A new store is its owner's alone (mode 0600; SQLite gives its WAL
+        // and shared-memory files the same mode).
+        {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io)?;
+        }
         let conn = Connection::open(&path).map_err(|e| error(&path, e))?;
         prepare(&conn, &path, true)?;
         let head = HeadWatch::new(stored_head(&conn, &path)?);
@@ -130,6 +142,7 @@ fn take_lock(path: &Path) -> Result<File, BelError> {
         .read(true)
         .write(true)
         .create(true)
+        .mode(0o600)
         .truncate(false)
         .open(&lock_path)
         .map_err(io)?;

@@ -144,3 +144,31 @@ async fn readers_see_a_writer_from_beside_it() {
     let err = SqliteBel::open_read_only(dir.path().join("nope.sqlite")).unwrap_err();
     assert!(err.to_string().contains("nope.sqlite"), "{err}");
 }
+
+/// SECURITY.md: a store and its lock, WAL and shared-memory files are
+/// readable and writable by their owner only.
+#[tokio::test]
+async fn a_new_store_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bel.sqlite");
+    let bel = databuild_bel_sqlite::SqliteBel::open(&path).unwrap();
+    databuild_core::BelSink::append(
+        &bel,
+        vec![databuild_core::BuildEvent::new(
+            databuild_core::bel::Event::BuildFailed(databuild_core::proto::BuildFailed {
+                reason: "x".into(),
+            }),
+        )],
+    )
+    .await
+    .unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{}: mode {mode:o}", entry.path().display());
+        checked += 1;
+    }
+    assert!(checked >= 3, "the store, its lock and its WAL");
+}

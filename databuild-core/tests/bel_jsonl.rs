@@ -264,3 +264,14 @@ async fn a_damaged_blob_is_reported() {
         other => panic!("{other:?}"),
     }
 }
+
+/// SECURITY.md: a new JSONL log is its owner's alone.
+#[tokio::test]
+async fn a_new_log_file_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bel.jsonl");
+    let (_bel, _) = databuild_core::JsonlBel::open_default(&path).await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+}

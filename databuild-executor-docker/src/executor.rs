@@ -91,16 +91,26 @@ impl DockerExecutor {
         if config.engines.is_empty() {
             return Err(ConnectError::NoEngine);
         }
+        // A mount is allowed when its host path, made absolute and with its
+        // symbolic links resolved, lies under an allowed root (resolved
+        // too): `/allowed/../etc` and a link out of the root are refused.
+        let resolve = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+        let roots: Vec<PathBuf> = config
+            .allowed_mount_roots
+            .iter()
+            .filter_map(|r| resolve(r))
+            .collect();
         if let Some(m) = config.mounts.iter().find(|m| {
-            !config
-                .allowed_mount_roots
-                .iter()
-                .any(|r| m.host.starts_with(r))
+            let escapes = m.host.is_relative()
+                || m.host
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir));
+            escapes || !resolve(&m.host).is_some_and(|h| roots.iter().any(|r| h.starts_with(r)))
         }) {
             return Err(ConnectError::InvalidSetting {
                 setting: "mounts",
                 reason: format!(
-                    "{} is not under an allowed mount root ({:?})",
+                    "{} is not an existing path under an allowed mount root ({:?})",
                     m.host.display(),
                     config.allowed_mount_roots
                 ),

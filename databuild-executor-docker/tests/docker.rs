@@ -250,3 +250,105 @@ async fn failed_containers_are_kept_when_asked() {
     executor.forget(&failing_id).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
+
+/// SECURITY.md: containers are not privileged, have no network but
+/// loopback by default, run as the configured user, and with
+/// `read_only_rootfs` cannot write their root file system.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_run_confined() {
+    let Some(engines) = common::engines("containers_run_confined", 1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(&engines[..1], dir.path()).user("1234:1234");
+    config.read_only_rootfs = true;
+    let executor = DockerExecutor::connect(config).await.unwrap();
+    let run = spec(
+        dir.path(),
+        "echo uid=$(id -u); echo nets=$(ls /sys/class/net | tr '\\n' ' '); \
+         touch /probe 2>/dev/null && echo wrote-root || echo root-read-only",
+        None,
+    );
+    let log = run.log_path.clone();
+    let updates = collect(executor.launch(run).await.unwrap()).await;
+    assert!(
+        matches!(outcome(&updates), Outcome::Succeeded { .. }),
+        "{updates:?}"
+    );
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("\"uid=1234\""), "{text}");
+    assert!(
+        text.contains("\"nets=lo\""),
+        "no network but loopback: {text}"
+    );
+    assert!(text.contains("\"root-read-only\""), "{text}");
+
+    // Even as root in the image, a job is not privileged: it lacks
+    // CAP_SYS_ADMIN (bit 21 of its effective capabilities).
+    let executor = DockerExecutor::connect(common::config(&engines[..1], dir.path()))
+        .await
+        .unwrap();
+    let run = spec(
+        dir.path(),
+        "cap=$(grep CapEff /proc/self/status | cut -f2); echo sys_admin=$(( (0x$cap >> 21) & 1 ))",
+        None,
+    );
+    let log = run.log_path.clone();
+    let updates = collect(executor.launch(run).await.unwrap()).await;
+    assert!(
+        matches!(outcome(&updates), Outcome::Succeeded { .. }),
+        "{updates:?}"
+    );
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("\"sys_admin=0\""), "{text}");
+}
+
+/// SECURITY.md: a mount outside the allow-list, through `..` or a
+/// symbolic link out of an allowed root, is refused when the executor is
+/// configured.
+#[tokio::test]
+async fn mounts_outside_the_allow_list_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("allowed");
+    std::fs::create_dir_all(allowed.join("data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("secret")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret"), allowed.join("link")).unwrap();
+    for host in [
+        dir.path().join("secret"),
+        allowed.join("../secret"),
+        allowed.join("link"),
+        std::path::PathBuf::from("relative/path"),
+    ] {
+        let config = DockerConfig::new(
+            EngineConfig::unix("any", dir.path().join("no-engine.sock"), 1),
+            dir.path(),
+        )
+        .allow_mounts_under(&allowed)
+        .mount(&host, "/data", true);
+        let err = DockerExecutor::connect(config)
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(
+                &err,
+                ConnectError::InvalidSetting {
+                    setting: "mounts",
+                    ..
+                }
+            ),
+            "{}: {err:?}",
+            host.display()
+        );
+        assert!(err.to_string().contains("allowed mount root"), "{err}");
+    }
+    // Inside the root it passes the check (and then fails on the engine).
+    let config = DockerConfig::new(
+        EngineConfig::unix("any", dir.path().join("no-engine.sock"), 1),
+        dir.path(),
+    )
+    .allow_mounts_under(&allowed)
+    .mount(allowed.join("data"), "/data", true);
+    let err = DockerExecutor::connect(config).await.err().unwrap();
+    assert!(matches!(err, ConnectError::Unreachable { .. }), "{err:?}");
+}

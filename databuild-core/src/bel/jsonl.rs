@@ -214,12 +214,17 @@ impl JsonlBel {
             source,
         };
         let file = if writable {
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&path)
-                .map_err(io)?
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                // The log is its owner's alone (mode 0600 when created).
+                OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io)?
+            }
         } else {
             File::open(&path).map_err(io)?
         };

@@ -120,15 +120,22 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    /// Creates the log (and its directory); appends if it exists.
+    /// Creates the log (and its directory); appends if it exists. A new
+    /// log is readable by its owner only (mode 0600, directories 0700): job
+    /// output may hold what other users of the machine must not read.
     pub fn create(path: impl Into<PathBuf>) -> std::io::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let path = path.into();
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)?;
         Ok(Self {
             path,
@@ -224,6 +231,22 @@ mod tests {
         assert_eq!(p, Path::new("/state/logs/2024-01-01/0190-run.jsonl"));
         assert_eq!(utc_date(0), "1970-01-01");
         assert_eq!(utc_date(951_782_400_000_000_000), "2000-02-29");
+    }
+
+    /// SECURITY.md: run logs are their owner's alone.
+    #[test]
+    fn a_new_log_and_its_directory_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), "run-1", 0);
+        let mut log = RunLog::create(&path).unwrap();
+        log.note("hello").unwrap();
+        log.flush().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode(&path) & 0o077, 0, "{:o}", mode(&path));
+        let day = path.parent().unwrap();
+        assert_eq!(mode(day) & 0o077, 0, "{:o}", mode(day));
+        assert_eq!(mode(day.parent().unwrap()) & 0o077, 0);
     }
 
     #[test]
