@@ -325,10 +325,9 @@ async fn mounts_outside_the_allow_list_are_refused() {
         )
         .allow_mounts_under(&allowed)
         .mount(&host, "/data", true);
-        let err = DockerExecutor::connect(config)
-            .await
-            .err()
-            .expect("refused");
+        let Err(err) = DockerExecutor::connect(config).await else {
+            panic!("{}: the mount was accepted", host.display());
+        };
         assert!(
             matches!(
                 &err,
