@@ -102,6 +102,12 @@ impl ControlServer {
     pub fn start(path: &Path, orchestrator: Orchestrator) -> Result<Self, CliError> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).map_err(CliError::io(path))?;
+        // Only its owner may connect (connecting needs write permission).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(CliError::io(path))?;
+        }
         let submitted: Arc<Mutex<Vec<BuildHandle>>> = Arc::default();
         let task = tokio::spawn({
             let submitted = Arc::clone(&submitted);

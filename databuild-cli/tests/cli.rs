@@ -608,6 +608,15 @@ fn cancel_and_a_second_build_go_through_the_running_build() {
     let mut slow = p.spawn(&["build", "--plain", "slow/date=2024-01-01"]);
     let running = p.wait_for_event("job_run_running");
     let slow_id = running["build_request_id"].as_str().unwrap().to_owned();
+    // Its control socket is its owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(p.path().join(".databuild/control.sock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
 
     // A second build while the first holds the store: submitted to it.
     p.cmd()
