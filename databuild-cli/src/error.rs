@@ -23,6 +23,15 @@ pub enum CliError {
     /// A `--pattern` is not a valid regex.
     #[error(transparent)]
     Pattern(#[from] PatternError),
+    /// A saved plan cannot be used: not a plan, cut short, or made for
+    /// other job definitions.
+    #[error("{}: {reason}", path.display())]
+    SavedPlan {
+        /// The plan file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// There is no store at the home directory.
     #[error(
         "no build event log at {}: run `databuild build` first, or point --home (DATABUILD_HOME) at one",
@@ -108,6 +117,7 @@ impl CliError {
         match self {
             CliError::GraphFile(_)
             | CliError::Settings(_)
+            | CliError::SavedPlan { .. }
             | CliError::Ref(_)
             | CliError::Pattern(_)
             | CliError::NoStore { .. }

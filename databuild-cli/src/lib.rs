@@ -73,6 +73,7 @@ pub mod home;
 pub mod progress;
 pub mod report;
 pub mod routing;
+pub mod saved_plan;
 pub mod timeline;
 pub mod trace;
 
@@ -122,8 +123,11 @@ pub enum Command {
     /// Builds partitions, with a live progress display.
     Build {
         /// The partitions.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "plan")]
         refs: Vec<String>,
+        /// Run this saved plan (`analyze --save`) instead of analysing.
+        #[arg(long, conflicts_with = "refs")]
+        plan: Option<PathBuf>,
         /// Rebuild what was asked even if it is available.
         #[arg(long)]
         force: bool,
@@ -145,6 +149,10 @@ pub enum Command {
         /// Plan what is already available too.
         #[arg(long)]
         force: bool,
+        /// Also save the plan, with a digest of the job definitions it was
+        /// made from, for `build --plan`.
+        #[arg(long)]
+        save: Option<PathBuf>,
     },
     /// The partition catalog in short.
     Status {

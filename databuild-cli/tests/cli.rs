@@ -940,3 +940,68 @@ fn settings_come_from_a_file_and_the_environment() {
         .collect();
     assert_eq!(tracks.len(), 1, "one run at a time: {tracks:?}");
 }
+
+/// Saved plans: `analyze --save` then `build --plan` runs exactly that
+/// plan with no `config` call; what was built since is not rebuilt; a plan
+/// made for other job definitions, cut short or foreign is refused naming
+/// the file.
+#[test]
+fn a_saved_plan_runs_as_saved_and_a_stale_one_is_refused() {
+    let p = Project::new();
+    p.cmd()
+        .args(["analyze", "--save", "plan.pb", "weekly/end=2024-01-07"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "saved the plan (7 task(s)) to plan.pb",
+        ));
+    p.cmd()
+        .args(["build", "--plan", "plan.pb"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("built 7 partition(s)"));
+    assert!(p.data("weekly_end=2024-01-07").is_some());
+    let id = p.last_request();
+    let events = p.events(&["--build", &id]);
+    assert_eq!(count(&events, "job_config_succeeded"), 0, "no config call");
+    assert_eq!(count(&events, "job_graph_emitted"), 1);
+    assert_eq!(count(&events, "job_run_succeeded"), 7);
+    // Run again: everything in it is built, nothing runs.
+    p.cmd()
+        .args(["build", "--plan", "plan.pb"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("built 0 partition(s)"));
+
+    // Another definition of a job the plan runs: refused, naming the job.
+    let graph = p.path().join("databuild.toml");
+    let text = std::fs::read_to_string(&graph).unwrap();
+    std::fs::write(
+        &graph,
+        text.replacen("SLOW_SECONDS = \"0\"", "SLOW_SECONDS = \"1\"", 1),
+    )
+    .unwrap();
+    p.cmd()
+        .args(["build", "--plan", "plan.pb"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("plan.pb").and(predicate::str::contains("//t:raw")));
+    std::fs::write(&graph, &text).unwrap();
+
+    // Cut short, and foreign.
+    let bytes = std::fs::read(p.path().join("plan.pb")).unwrap();
+    std::fs::write(p.path().join("cut.pb"), &bytes[..bytes.len() / 2]).unwrap();
+    p.cmd()
+        .args(["build", "--plan", "cut.pb"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "cut.pb: the plan file is cut short or damaged",
+        ));
+    std::fs::write(p.path().join("foreign.pb"), "{\"not\": \"a plan\"}").unwrap();
+    p.cmd()
+        .args(["build", "--plan", "foreign.pb"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("foreign.pb: not a saved plan"));
+}

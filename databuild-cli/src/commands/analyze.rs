@@ -16,14 +16,25 @@ pub(super) async fn run(
     refs: &[String],
     format: PlanFormat,
     force: bool,
+    save: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
     let wanted = super::parse_refs(refs)?;
     let file = GraphFile::read(graph)?;
     let state = super::load_state(home).await?;
-    let planner = Planner::new(file.graph()?).with_availability(Arc::new(state));
+    let graph = Arc::new(file.graph()?);
+    let planner = Planner::new(Arc::clone(&graph)).with_availability(Arc::new(state));
     let plan = planner
         .analyze_request(&AnalyzeRequest::new(wanted).force(force))
         .await?;
+    if let Some(path) = save {
+        crate::saved_plan::save(path, &graph, &plan)?;
+        eprintln!(
+            "saved the plan ({} task(s)) to {}; run it with `databuild build --plan {}`",
+            plan.len(),
+            path.display(),
+            path.display()
+        );
+    }
     match format {
         PlanFormat::Mermaid => print!("{}", plan.to_mermaid()),
         PlanFormat::Dot => print!("{}", plan.to_dot()),

@@ -18,21 +18,41 @@ use crate::graph_file::GraphFile;
 use crate::home::{Home, is_locked};
 use crate::progress::Progress;
 
+/// What to build: refs, or a saved plan.
+pub(super) struct What<'a> {
+    pub(super) refs: &'a [String],
+    pub(super) plan: Option<&'a Path>,
+}
+
 pub(super) async fn run(
     home: &Home,
     graph: &Path,
     settings: &databuild_core::settings::Settings,
-    refs: &[String],
+    what: What<'_>,
     force: bool,
     keep_going: bool,
     plain: bool,
 ) -> Result<ExitCode, CliError> {
-    let wanted = super::parse_refs(refs)?;
+    let refs = what.refs;
     let file = GraphFile::read(graph)?;
+    let saved = match what.plan {
+        Some(path) => Some(crate::saved_plan::load(path, &file.graph()?)?),
+        None => None,
+    };
+    let wanted = match &saved {
+        Some(plan) => plan.requested().to_vec(),
+        None => super::parse_refs(refs)?,
+    };
     let plain = plain || !std::io::stderr().is_terminal();
     let bel = match home.writer() {
         Ok(bel) => Arc::new(bel),
         Err(e) if is_locked(&e) => {
+            if saved.is_some() {
+                return Err(CliError::Control {
+                    socket: home.control_socket(),
+                    reason: "a saved plan runs only in the build that holds the store: wait for the running build to end".into(),
+                });
+            }
             return submit(home, refs, force, keep_going, plain).await;
         }
         Err(e) => return Err(e),
@@ -49,10 +69,11 @@ pub(super) async fn run(
     }
     let server = ControlServer::start(&home.control_socket(), orchestrator.clone())?;
     let head = bel.head().await?;
-    let handle = orchestrator.start(
-        &wanted,
-        BuildOptions::default().force(force).keep_going(keep_going),
-    );
+    let options = BuildOptions::default().force(force).keep_going(keep_going);
+    let handle = match saved {
+        Some(plan) => orchestrator.start_plan(plan, options),
+        None => orchestrator.start(&wanted, options),
+    };
     let id = handle.build_request_id().to_owned();
     eprintln!("build request {id}");
     let events = bel.subscribe(head, EventFilter::build_request(&id));

@@ -31,12 +31,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Build {
             refs,
+            plan,
             force,
             keep_going,
             plain,
         } => {
             build::run(
-                &home, &cli.graph, &settings, &refs, force, keep_going, plain,
+                &home,
+                &cli.graph,
+                &settings,
+                build::What {
+                    refs: &refs,
+                    plan: plan.as_deref(),
+                },
+                force,
+                keep_going,
+                plain,
             )
             .await
         }
@@ -44,7 +54,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             refs,
             format,
             force,
-        } => analyze::run(&home, &cli.graph, &refs, format, force).await,
+            save,
+        } => analyze::run(&home, &cli.graph, &refs, format, force, save.as_deref()).await,
         Command::Status { pattern } => status::run(&home, pattern.as_deref()).await,
         Command::Events {
             since,

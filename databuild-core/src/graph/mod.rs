@@ -143,6 +143,15 @@ impl Graph {
         &self.jobs
     }
 
+    /// SHA-256 (hex) of the definition of the job labelled `label`
+    /// (entrypoint, image, environment), as plans record it per task: a
+    /// saved plan whose tasks name other digests was made for other job
+    /// definitions.
+    pub fn definition_digest(&self, label: &str) -> Option<String> {
+        let job = self.job(label)?;
+        Some(job.definition_digest())
+    }
+
     /// The job with `label`.
     pub fn job(&self, label: &str) -> Option<&Arc<dyn DataBuildJob>> {
         let label = JobLabel::new(label).ok()?;

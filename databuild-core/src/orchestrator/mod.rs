@@ -314,6 +314,23 @@ impl Orchestrator {
         }
     }
 
+    /// Runs a plan made earlier (a saved plan, [`JobGraph::decode`]) as a
+    /// new request, without analysing again: its tasks whose outputs are
+    /// all available now are dropped unless `options` force them. The
+    /// caller checks that the plan was made for these job definitions
+    /// ([`Graph::definition_digest`](crate::Graph::definition_digest)
+    /// against each task's `definition_digest`); a task whose job is not
+    /// in the graph is unschedulable.
+    pub fn start_plan(&self, plan: crate::plan::JobGraph, options: BuildOptions) -> BuildHandle {
+        let build = run::Build::with_plan(Arc::clone(&self.inner), plan, options);
+        let build_request_id = build.id.clone();
+        BuildHandle {
+            orchestrator: self.clone(),
+            build_request_id,
+            task: build.spawn(),
+        }
+    }
+
     /// Cancels a live build request: its runs are asked to stop (each
     /// escalated to a forced kill by its executor after the grace period),
     /// and `BuildCanceled` is written once they are confirmed gone.

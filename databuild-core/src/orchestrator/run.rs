@@ -1,6 +1,7 @@
 //! One build request, from receipt to its plan and routes; the run of the
 //! plan is [`super::execution`].
 
+use crate::plan::JobGraph;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub(super) struct Build {
     /// What a request resumed after a restart takes over (in a mutex so
     /// that `&Build` is `Send`: run updates are not `Sync`).
     resumption: std::sync::Mutex<Option<Resumption>>,
+    /// A plan made earlier (a saved plan) to run instead of analysing.
+    given: Option<JobGraph>,
 }
 
 impl Drop for Build {
@@ -72,7 +75,15 @@ impl Build {
             id,
             control: Some(rx),
             resumption: std::sync::Mutex::new(None),
+            given: None,
         }
+    }
+
+    /// A request that runs `plan` (made earlier) instead of analysing.
+    pub(super) fn with_plan(inner: Arc<Inner>, plan: JobGraph, options: BuildOptions) -> Self {
+        let mut build = Self::new(inner, plan.requested().to_vec(), options);
+        build.given = Some(plan);
+        build
     }
 
     /// A request a previous orchestrator left open, under its id and
@@ -90,6 +101,7 @@ impl Build {
             id,
             control: Some(rx),
             resumption: std::sync::Mutex::new(Some(resumption)),
+            given: None,
         }
     }
 
@@ -179,10 +191,15 @@ impl Build {
         let request = AnalyzeRequest::new(requested)
             .with_build_request_id(self.id.clone())
             .force(self.options.force);
-        let plan = match Orchestrator::planner_with(&self.inner, own)
-            .analyze_request(&request)
-            .await
-        {
+        let planned = match self.given.take() {
+            Some(given) => self.given_plan(given).await,
+            None => {
+                Orchestrator::planner_with(&self.inner, own)
+                    .analyze_request(&request)
+                    .await
+            }
+        };
+        let plan = match planned {
             Ok(plan) => plan,
             Err(e) => {
                 if let Some(r) = resumption {
@@ -247,6 +264,57 @@ impl Build {
             execution.take_over(r.takeovers, r.lost);
         }
         execution.run().await
+    }
+
+    /// A saved plan, as this request's analysis: what was built since it
+    /// was made is dropped from it (unless forced), and it is recorded as
+    /// an analysis that found the plan at once (`analyze_started`,
+    /// `job_graph_emitted`, the plan stored as a blob).
+    async fn given_plan(&self, given: JobGraph) -> Result<JobGraph, crate::planner::PlanError> {
+        let plan = if self.options.force {
+            given
+        } else {
+            let state = self.inner.lock_state();
+            given.without_available(|p| {
+                state
+                    .partition(p)
+                    .is_some_and(|e| e.status == PartitionStatus::Available)
+            })?
+        };
+        let digest = self
+            .inner
+            .bel
+            .put_blob(plan.encode())
+            .await
+            .map_err(crate::planner::PlanError::from)?;
+        let requested: Vec<proto::PartitionRef> = plan
+            .requested()
+            .iter()
+            .map(PartitionRef::to_proto)
+            .collect();
+        self.inner
+            .commit(vec![
+                self.event(
+                    "",
+                    Event::AnalyzeStarted(proto::AnalyzeStarted {
+                        requested: requested.clone(),
+                        missing: Vec::new(),
+                    }),
+                ),
+                self.event(
+                    "",
+                    Event::JobGraphEmitted(proto::JobGraphEmitted {
+                        plan_digest: digest.to_string(),
+                        tasks: plan.len() as u64,
+                        edges: plan.edge_count() as u64,
+                    }),
+                ),
+            ])
+            .await
+            .map_err(|e| crate::planner::PlanError::InvalidPlan {
+                reason: format!("recording the plan failed: {e}"),
+            })?;
+        Ok(plan)
     }
 
     /// Where `task` runs: in-process jobs on the built-in executor, others

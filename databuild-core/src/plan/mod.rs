@@ -361,6 +361,55 @@ impl JobGraph {
         Ok(plan)
     }
 
+    /// The plan without the tasks whose outputs are all `available` (a
+    /// saved plan run again later: what was built since is not rebuilt).
+    /// Their outputs join [`available`](Self::available); edges from them
+    /// go, since what they carried exists.
+    pub fn without_available(
+        &self,
+        available: impl Fn(&PartitionRef) -> bool,
+    ) -> Result<JobGraph, PlanError> {
+        let mut p = self.to_proto();
+        let keep: Vec<bool> = p
+            .tasks
+            .iter()
+            .map(|t| {
+                !t.config.as_ref().is_some_and(|c| {
+                    c.outputs
+                        .iter()
+                        .all(|o| PartitionRef::try_from(o).is_ok_and(|o| available(&o)))
+                })
+            })
+            .collect();
+        let mut position = Vec::with_capacity(keep.len());
+        let mut next = 0u32;
+        for k in &keep {
+            position.push(next);
+            if *k {
+                next += 1;
+            }
+        }
+        let mut tasks = Vec::new();
+        for (t, k) in std::mem::take(&mut p.tasks).into_iter().zip(&keep) {
+            if *k {
+                tasks.push(t);
+            } else if let Some(c) = t.config {
+                p.available.extend(c.outputs);
+            }
+        }
+        p.tasks = tasks;
+        p.edges = std::mem::take(&mut p.edges)
+            .into_iter()
+            .filter(|e| keep[e.from as usize] && keep[e.to as usize])
+            .map(|mut e| {
+                e.from = position[e.from as usize];
+                e.to = position[e.to as usize];
+                e
+            })
+            .collect();
+        JobGraph::from_proto(&p)
+    }
+
     /// Decodes a plan from its binary proto encoding.
     pub fn decode(bytes: &[u8]) -> Result<Self, PlanError> {
         let p = proto::JobGraph::decode(bytes).map_err(|e| PlanError::InvalidPlan {
