@@ -65,6 +65,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod agent;
 pub mod commands;
 pub mod control;
 mod error;
@@ -224,6 +225,13 @@ pub enum Command {
         #[arg(short, long, default_value = "report.html")]
         output: PathBuf,
     },
+    /// Runs a saved plan inside its environment (a node of seed 003): the
+    /// plan at `DATABUILD_PLAN` (default `/databuild/plan.pb`), the jobs of
+    /// the graph file at `DATABUILD_GRAPH` (default
+    /// `/databuild/databuild.toml`), settings from `DATABUILD_*` only;
+    /// streams its events, keep-alives and a result as JSON lines on stdout
+    /// (see `databuild_cli::agent`).
+    Agent,
     /// The local executor's per-run supervisor (started by `build`).
     #[command(hide = true)]
     Runner {

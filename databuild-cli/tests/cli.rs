@@ -1005,3 +1005,82 @@ fn a_saved_plan_runs_as_saved_and_a_stale_one_is_refused() {
         .code(2)
         .stderr(predicate::str::contains("foreign.pb: not a saved plan"));
 }
+
+/// `databuild agent` (seed 003's node executor): runs a saved plan with
+/// settings from the environment only, and streams its events (its own
+/// gap-free seqs), keep-alives and a result with the combined log.
+#[test]
+fn the_agent_runs_a_saved_plan_and_streams_it() {
+    let p = Project::new();
+    p.cmd()
+        .args(["analyze", "--save", "plan.pb", "weekly/end=2024-01-07"])
+        .assert()
+        .success();
+    let out = p
+        .cmd()
+        .arg("agent")
+        .env("DATABUILD_PLAN", p.path().join("plan.pb"))
+        .env("DATABUILD_GRAPH", p.path().join("databuild.toml"))
+        .env("DATABUILD_STATE_DIR", p.path().join("agent"))
+        .env("DATABUILD_KEEPALIVE_INTERVAL", "100ms")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records[0]["type"], "started");
+    assert_eq!(records[0]["plan_tasks"], 7);
+    let result = records.last().unwrap();
+    assert_eq!(result["type"], "result");
+    assert_eq!(result["succeeded"], true);
+    assert_eq!(result["partitions"].as_array().unwrap().len(), 7);
+    assert!(records.iter().any(|r| r["type"] == "keepalive"));
+    // Every event once, in order, and the log they make is sound.
+    let events: Vec<databuild_core::BuildEvent> = records
+        .iter()
+        .filter(|r| r["type"] == "event")
+        .map(|r| serde_json::from_value(r["event"].clone()).unwrap())
+        .collect();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    databuild_core::bel::check::check_log(&events).unwrap();
+    let state = databuild_core::state::BuildState::replay(&events).unwrap();
+    assert!(state.requests().all(|q| q.is_terminal()));
+    assert_eq!(
+        count(
+            &records
+                .iter()
+                .filter(|r| r["type"] == "event")
+                .map(|r| r["event"].clone())
+                .collect::<Vec<_>>(),
+            "job_config_succeeded"
+        ),
+        0
+    );
+    // The combined log: the agent's entries and every task's output.
+    let log = result["log"].as_array().unwrap();
+    assert!(log.iter().any(|e| e["source"] == "agent"));
+    for day in ["05", "06", "07"] {
+        let text = format!("building raw/date=2024-01-{day}");
+        assert!(
+            log.iter()
+                .any(|e| e["stream"] == "stdout" && e["text"] == text.as_str()),
+            "{text}"
+        );
+    }
+    let times: Vec<i64> = log.iter().map(|e| e["time_ns"].as_i64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "merged by time");
+    assert!(p.data("weekly_end=2024-01-07").is_some());
+
+    // A foreign plan file: a usage error naming it.
+    std::fs::write(p.path().join("foreign.pb"), "nope").unwrap();
+    p.cmd()
+        .arg("agent")
+        .env("DATABUILD_PLAN", p.path().join("foreign.pb"))
+        .env("DATABUILD_GRAPH", p.path().join("databuild.toml"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("foreign.pb: not a saved plan"));
+}

@@ -92,6 +92,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             build_request_id,
             output,
         } => picture::report(&home, &build_request_id, &output).await,
+        Command::Agent => crate::agent::run(&env).await,
         Command::Runner { .. } => Ok(ExitCode::from(2)),
     }
 }
