@@ -32,7 +32,7 @@ fn event(i: u64) -> BuildEvent {
     .for_request(format!("req-{}", i % 5))
 }
 
-/// The bytes of a real store holding 200 events and a blob.
+/// The bytes of a real store holding 40 events and a blob.
 fn pristine() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
@@ -40,12 +40,12 @@ fn pristine() -> &'static [u8] {
         let path = dir.path().join("bel.sqlite");
         runtime().block_on(async {
             let bel = SqliteBel::open(&path).unwrap();
-            for chunk in (0..200).collect::<Vec<u64>>().chunks(20) {
+            for chunk in (0..40).collect::<Vec<u64>>().chunks(10) {
                 bel.append(chunk.iter().map(|i| event(*i)).collect())
                     .await
                     .unwrap();
             }
-            bel.put_blob(vec![7u8; 5000]).await.unwrap();
+            bel.put_blob(vec![7u8; 2000]).await.unwrap();
         });
         // The writer's connection is gone: the WAL is checkpointed into
         // the main file.
@@ -126,6 +126,6 @@ fn the_pristine_store_reads_back() {
     std::fs::write(&path, pristine()).unwrap();
     runtime().block_on(async {
         let bel = SqliteBel::open_read_only(&path).unwrap();
-        assert_eq!(bel.head().await.unwrap(), 200);
+        assert_eq!(bel.head().await.unwrap(), 40);
     });
 }
