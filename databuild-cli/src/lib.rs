@@ -186,10 +186,15 @@ pub enum Command {
     /// A job run's log.
     Logs {
         /// The job run.
-        job_run_id: String,
+        #[arg(required_unless_present = "build")]
+        job_run_id: Option<String>,
         /// Keep printing until the run ends.
         #[arg(long)]
         follow: bool,
+        /// Instead of one run's: a build request's combined log, its events
+        /// and all its runs' lines merged by time.
+        #[arg(long, conflicts_with_all = ["job_run_id", "follow"])]
+        build: Option<String>,
     },
     /// Why a partition is or is not built.
     Explain {

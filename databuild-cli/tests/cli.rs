@@ -238,6 +238,23 @@ fn a_failed_build_exits_1_and_explain_logs_and_report_say_why() {
         .success()
         .stdout(predicate::str::contains("stderr   broken: cannot build"))
         .stdout(predicate::str::contains("exited with exit code 3"));
+    // The request's combined log: its events and its runs' lines, by time.
+    let request = p.last_request();
+    let combined = p.run(&["logs", "--build", &request]);
+    assert!(combined.status.success(), "{}", stderr(&combined));
+    let text = stdout(&combined);
+    assert!(text.contains("event    build_request_received"), "{text}");
+    assert!(
+        text.contains("broken: cannot build broken/date=2024-01-01"),
+        "{text}"
+    );
+    assert!(text.contains("building raw/date=2024-01-01"), "{text}");
+    let first_fail = text.find("broken: cannot build").unwrap();
+    assert!(
+        text.find("build_request_received").unwrap() < first_fail,
+        "merged by time"
+    );
+    p.cmd().args(["logs", "--build", "nope"]).assert().code(2);
     // A finished run: --follow prints it and returns.
     p.cmd()
         .args(["logs", "--follow", &failed[1]])

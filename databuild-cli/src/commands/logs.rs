@@ -82,3 +82,49 @@ pub(super) async fn run(home: &Home, job_run_id: &str, follow: bool) -> Result<E
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A build request's combined log (DESIGN.md "Logs", seed 003's single
+/// combined log): its events and every line of its runs' logs, merged by
+/// time.
+pub(super) async fn combined(home: &Home, id: &str) -> Result<ExitCode, CliError> {
+    let bel = home.reader()?;
+    let events = crate::home::read_all(&bel, 0, &EventFilter::build_request(id)).await?;
+    if events.is_empty() {
+        return Err(CliError::UnknownBuildRequest {
+            id: id.to_owned(),
+            home: home.dir().to_path_buf(),
+        });
+    }
+    let mut lines: Vec<(i64, String)> = Vec::new();
+    let mut runs = Vec::new();
+    for e in &events {
+        if e.kind() == "job_run_queued" {
+            runs.push(e.job_run_id.clone());
+        }
+        let run = if e.job_run_id.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", e.job_run_id)
+        };
+        lines.push((e.timestamp_ns, format!("event    {}{run}", e.kind())));
+    }
+    for run in runs {
+        let Some(path) = home.log_of(&run) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).map_err(CliError::io(&path))?;
+        for l in text.lines() {
+            if let Ok(r) = serde_json::from_str::<LogRecord>(l) {
+                let stream = format!("{:?}", r.stream).to_ascii_lowercase();
+                lines.push((r.time_ns, format!("{stream:<8} {run} {}", r.text)));
+            }
+        }
+    }
+    lines.sort_by_key(|(t, _)| *t);
+    for (t, text) in lines {
+        if !super::emit(&format!("{} {text}", super::clock_time(t))) {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -78,7 +78,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             )
             .await
         }
-        Command::Logs { job_run_id, follow } => logs::run(&home, &job_run_id, follow).await,
+        Command::Logs {
+            job_run_id,
+            follow,
+            build,
+        } => match (build, job_run_id) {
+            (Some(id), _) => logs::combined(&home, &id).await,
+            (None, Some(run)) => logs::run(&home, &run, follow).await,
+            (None, None) => Ok(ExitCode::from(2)),
+        },
         Command::Explain { partition } => explain::run(&home, &cli.graph, &partition).await,
         Command::Taint { refs } => taint::taint(&home, &refs).await,
         Command::Cancel { build_request_id } => {
