@@ -65,8 +65,15 @@ pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 }
 
 /// The civil (proleptic Gregorian) date of a day number (days since
-/// 1970-01-01), as `YYYY-MM-DD`. H. Hinnant's days-to-civil algorithm.
+/// 1970-01-01), as `YYYY-MM-DD`.
 pub fn civil_date(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// (year, month, day) of a day number (days since 1970-01-01): H.
+/// Hinnant's days-to-civil algorithm.
+pub(crate) fn civil_from_days(day: i64) -> (i64, u32, u32) {
     let z = day + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -76,7 +83,11 @@ pub fn civil_date(day: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 /// The UTC date of a Unix time in nanoseconds, as `YYYY-MM-DD`.
