@@ -16,6 +16,10 @@
 //! databuild taint <ref>... / cancel <id>         # through the running build, if any
 //! databuild trace <id> -o trace.json             # open in https://ui.perfetto.dev
 //! databuild report <id> -o report.html           # one self-contained page
+//! databuild logs --build <id>                    # a request's combined log
+//! databuild analyze --save plan.pb <ref>...      # keep a plan ...
+//! databuild build --plan plan.pb                 # ... and run exactly it later
+//! databuild agent                                # run $DATABUILD_PLAN inside a node's environment
 //! ```
 //!
 //! Commands that only read (status, events, logs, explain, trace, report)
@@ -33,7 +37,8 @@
 //! The library half of this crate holds what the command is made of, for
 //! tests and for hosts that want the same pictures of a build:
 //! [`graph_file::GraphFile`], [`timeline::Timeline`],
-//! [`trace::chrome_trace`] and [`report::html_report`]. A graph file read
+//! [`trace::chrome_trace`], [`report::html_report`], [`saved_plan`] and
+//! the [`agent`]'s stream. A graph file read
 //! into a graph, and a bad one refused with its line and field:
 //!
 //! ```
