@@ -344,6 +344,7 @@ impl Inner {
             log,
             line_cap: self.config.line_cap,
             engine_down_grace: self.config.engine_down_grace,
+            memory_limit: self.config.memory_bytes,
             canceled: Arc::clone(&run.canceled),
             failed: Arc::clone(&run.failed),
             updates: tx,

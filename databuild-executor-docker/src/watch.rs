@@ -69,6 +69,8 @@ pub(crate) struct Watch {
     pub(crate) line_cap: usize,
     /// How long an engine that stopped answering is waited for.
     pub(crate) engine_down_grace: Duration,
+    /// The container's memory limit, if it has one.
+    pub(crate) memory_limit: Option<i64>,
     /// Set when a cancel was asked, with its reason.
     pub(crate) canceled: Arc<Mutex<Option<String>>>,
     /// Set when the run ended: whether it failed.
@@ -134,6 +136,19 @@ impl Watch {
                             "out of memory: the container was killed at its memory limit (exit code {c})"
                         ),
                         exit: Some(ExitStatus::Code(c as i32)),
+                        retryable: false,
+                    },
+                    // Killed (SIGKILL) under a memory limit, and nobody
+                    // asked for a stop: the kernel's OOM killer, even when
+                    // the engine missed it (`OOMKilled` is racy when the
+                    // killed process is the container's main one).
+                    (_, 137, false) if self.memory_limit.is_some() => Outcome::Failed {
+                        stage: FailureStage::Task,
+                        reason: format!(
+                            "out of memory, most likely: the container was killed (exit code 137) under its memory limit of {} bytes, though the engine did not report an OOM kill",
+                            self.memory_limit.unwrap_or_default()
+                        ),
+                        exit: Some(ExitStatus::Code(137)),
                         retryable: false,
                     },
                     (_, c, false) => scanner.finish(ExitStatus::Code(c as i32)),
