@@ -180,8 +180,9 @@ pub async fn run(env: &HashMap<String, String>) -> Result<ExitCode, CliError> {
 
     // The combined log: the agent's entries and every run's lines, by time.
     let mut combined = agent_log;
+    let home = crate::home::Home::new(&state_dir);
     for run in orchestrator.state().runs() {
-        let Some(path) = find_log(&state_dir, &run.job_run_id) else {
+        let Some(path) = home.log_of(&run.job_run_id) else {
             continue;
         };
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -246,13 +247,4 @@ pub async fn run(env: &HashMap<String, String>) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
-}
-
-fn find_log(state_dir: &Path, job_run_id: &str) -> Option<PathBuf> {
-    let name = format!("{job_run_id}.jsonl");
-    std::fs::read_dir(state_dir.join("logs"))
-        .ok()?
-        .filter_map(|d| d.ok())
-        .map(|d| d.path().join(&name))
-        .find(|p| p.is_file())
 }
