@@ -70,7 +70,11 @@ impl Executor for Routed {
     }
 
     async fn launch(&self, spec: JobRunSpec) -> Result<RunUpdates, ExecutorError> {
-        let containers = matches!(&spec.launch, Launch::Process(p) if p.image.is_some());
+        let containers = match &spec.launch {
+            Launch::Process(p) => p.image.is_some(),
+            Launch::Subgraph(_) => true,
+            _ => false,
+        };
         self.owners().insert(spec.job_run_id.clone(), containers);
         self.pick(containers).launch(spec).await
     }

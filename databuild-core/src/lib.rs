@@ -134,7 +134,7 @@ pub use graph::{DataBuildGraph, Graph, GraphBuilder, GraphError};
 pub use job::ProcessJob;
 pub use job::{
     DataBuildJob, DataDep, DepType, FnJob, JobConfig, JobConfigError, JobLabel, Launch,
-    SchedulingHints,
+    SchedulingHints, SubgraphJob,
 };
 pub use orchestrator::{
     BuildError, BuildHandle, BuildOptions, BuildOutcome, Orchestrator, OrchestratorSettings,

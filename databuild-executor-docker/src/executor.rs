@@ -17,13 +17,14 @@ use databuild_core::executor::{
     Capabilities, Executor, ExecutorError, ExecutorInfo, HealthReport, JobRunSpec, RunLog,
     RunUpdate, RunUpdates, SurvivingRun,
 };
-use databuild_core::job::Launch;
 use databuild_core::job::protocol::encode_config;
+use databuild_core::job::{Launch, SubgraphLaunch};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use crate::agent;
 use crate::config::DockerConfig;
 use crate::engine::Engine;
 use crate::error::ConnectError;
@@ -39,6 +40,8 @@ const LABEL_REQUEST: &str = "databuild.build_request_id";
 const LABEL_ATTEMPT: &str = "databuild.attempt";
 const LABEL_STORE: &str = "databuild.store";
 const LABEL_LOG: &str = "databuild.log";
+/// Set on a node agent's container (its output is the agent's stream).
+const LABEL_AGENT: &str = "databuild.agent";
 
 /// Runs job runs as containers on one or several Docker engines (through
 /// the Engine API, with [bollard]). Clones share one executor.
@@ -71,6 +74,9 @@ struct Inner {
     removing: Mutex<std::collections::HashSet<String>>,
     /// Engines that stopped answering or came back.
     health: tokio::sync::broadcast::Sender<HealthReport>,
+    /// The engine each run was placed on, kept past its end so that its
+    /// retry goes to another engine when one can take it.
+    placed: Mutex<HashMap<String, usize>>,
 }
 
 /// A run this executor launched or re-attached.
@@ -126,7 +132,9 @@ impl DockerExecutor {
                 .with_cancel(true)
                 .with_recover(true)
                 .with_isolated_fs(true)
-                .with_heartbeats(false),
+                // Stats samples of running containers (every 5 s), and a
+                // node agent's keep-alives.
+                .with_heartbeats(true),
         );
         // Labels every engine has belong to the executor; each engine's
         // own are a place a run can go.
@@ -146,6 +154,7 @@ impl DockerExecutor {
             runs: Mutex::default(),
             removing: Mutex::default(),
             health: tokio::sync::broadcast::channel(64).0,
+            placed: Mutex::default(),
         });
         tokio::spawn(keepalive(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -220,22 +229,54 @@ impl Inner {
         }
     }
 
-    /// The engine with the most free slots among those that answer.
     /// The engine for a run: among those whose labels meet its
-    /// requirements, a healthy one with the most free slots; `None` when
-    /// no engine has the labels.
-    fn pick(&self, requirements: &std::collections::BTreeMap<String, String>) -> Option<usize> {
-        let mut best: Option<usize> = None;
-        for (i, e) in self.engines.iter().enumerate() {
-            if !databuild_core::executor::labels_meet(&e.labels, requirements) {
-                continue;
-            }
-            let score = |e: &Engine| (e.healthy.load(Ordering::Relaxed), e.free());
-            if best.is_none_or(|b| score(e) > score(&self.engines[b])) {
-                best = Some(i);
-            }
-        }
-        best
+    /// requirements, a healthy one, other than `avoid` (where the run's
+    /// previous attempt went) when it can be, with the most free slots;
+    /// `None` when no engine has the labels.
+    fn pick(
+        &self,
+        requirements: &std::collections::BTreeMap<String, String>,
+        avoid: Option<usize>,
+    ) -> Option<usize> {
+        let score = |i: usize| {
+            let e = &self.engines[i];
+            let healthy = e.healthy.load(Ordering::Relaxed);
+            (healthy, Some(i) != avoid, e.free())
+        };
+        (0..self.engines.len())
+            .filter(|&i| {
+                databuild_core::executor::labels_meet(&self.engines[i].labels, requirements)
+            })
+            .fold(None, |best: Option<usize>, i| {
+                if best.is_none_or(|b| score(i) > score(b)) {
+                    Some(i)
+                } else {
+                    best
+                }
+            })
+    }
+
+    fn placed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.placed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where a node agent's plan goes on this host.
+    fn plan_file(&self, job_run_id: &str) -> PathBuf {
+        self.config
+            .state_dir
+            .join("docker")
+            .join(format!("{job_run_id}.plan"))
+    }
+
+    /// The host directory a node agent writes a long combined log to.
+    fn agent_logs_dir(&self, job_run_id: &str) -> PathBuf {
+        absolute(
+            &self
+                .config
+                .state_dir
+                .join("docker")
+                .join(format!("{job_run_id}.logs")),
+        )
     }
 
     fn config_file(&self, job_run_id: &str) -> PathBuf {
@@ -331,9 +372,11 @@ impl Inner {
         output: Output,
         log: RunLog,
         run: &Run,
+        agent: bool,
     ) -> RunUpdates {
         let (tx, rx) = mpsc::unbounded_channel();
         let e = &self.engines[engine];
+        self.placed().insert(job_run_id.to_owned(), engine);
         let _ = tx.send(RunUpdate::Running {
             handle: format!("docker:{}/{job_run_id}", e.name),
         });
@@ -348,6 +391,12 @@ impl Inner {
             canceled: Arc::clone(&run.canceled),
             failed: Arc::clone(&run.failed),
             updates: tx,
+            agent: agent.then(|| {
+                crate::agent::AgentStream::new(
+                    job_run_id.to_owned(),
+                    (!e.remote).then(|| self.agent_logs_dir(job_run_id)),
+                )
+            }),
         };
         let inner = Arc::clone(self);
         tokio::spawn(async move {
@@ -366,25 +415,49 @@ impl Executor for DockerExecutor {
 
     async fn launch(&self, spec: JobRunSpec) -> Result<RunUpdates, ExecutorError> {
         let inner = &self.inner;
-        let Launch::Process(launch) = &spec.launch else {
-            return Err(ExecutorError::Incompatible {
-                backend: Self::NAME.into(),
-                job: spec.job.to_string(),
-                reason: "only process jobs run in containers".into(),
-            });
+        // What runs: a job (its argv, `exec` and the config's args), or a
+        // node agent with its subplan and graph file.
+        let (image, entrypoint, cmd, launch_env, working_dir, agent) = match &spec.launch {
+            Launch::Process(p) => {
+                let mut cmd = vec!["exec".to_owned()];
+                cmd.extend(spec.config.args.iter().cloned());
+                (
+                    p.image.clone(),
+                    p.argv.clone(),
+                    cmd,
+                    &p.env,
+                    p.working_dir.clone(),
+                    None,
+                )
+            }
+            Launch::Subgraph(s) => {
+                let plan = SubgraphLaunch::subplan(&spec.config)
+                    .map_err(|reason| Inner::launch_error(&spec, reason, false))?;
+                (
+                    s.image.clone(),
+                    s.agent.clone(),
+                    Vec::new(),
+                    &s.env,
+                    None,
+                    Some((s, plan)),
+                )
+            }
+            _ => {
+                return Err(ExecutorError::Incompatible {
+                    backend: Self::NAME.into(),
+                    job: spec.job.to_string(),
+                    reason: "only process jobs and node agents run in containers".into(),
+                });
+            }
         };
-        let Some(image) = launch
-            .image
-            .clone()
-            .or_else(|| inner.config.default_image.clone())
-        else {
+        let Some(image) = image.or_else(|| inner.config.default_image.clone()) else {
             return Err(Inner::launch_error(
                 &spec,
                 "the job names no image and the executor has no default image".into(),
                 false,
             ));
         };
-        if launch.argv.is_empty() {
+        if entrypoint.is_empty() {
             return Err(Inner::launch_error(
                 &spec,
                 "the job's argv is empty".into(),
@@ -411,15 +484,39 @@ impl Executor for DockerExecutor {
         })?;
         let config_json = encode_config(&spec.config).into_bytes();
         let config_file = absolute(&inner.config_file(&spec.job_run_id));
+        let plan_file = absolute(&inner.plan_file(&spec.job_run_id));
+        let logs_dir = inner.agent_logs_dir(&spec.job_run_id);
         let written = config_file
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&config_file, &config_json));
+            .and_then(|()| match &agent {
+                None => std::fs::write(&config_file, &config_json),
+                Some((_, plan)) => std::fs::write(&plan_file, plan)
+                    .and_then(|()| std::fs::create_dir_all(&logs_dir)),
+            });
         written.map_err(|e| {
             Inner::launch_error(&spec, format!("{}: {e}", config_file.display()), true)
         })?;
+        // The graph file an agent reads (uploaded to a remote engine).
+        let graph_file = match agent.as_ref().and_then(|(s, _)| s.graph_file.as_ref()) {
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => Some((absolute(path), bytes)),
+                Err(e) => {
+                    return Err(Inner::launch_error(
+                        &spec,
+                        format!("the subgraph's graph file {}: {e}", path.display()),
+                        false,
+                    ));
+                }
+            },
+            None => None,
+        };
 
-        let Some(engine_index) = inner.pick(&spec.config.hints.label_requirements) else {
+        let avoid = spec
+            .previous_job_run_id
+            .as_ref()
+            .and_then(|p| inner.placed().remove(p));
+        let Some(engine_index) = inner.pick(&spec.config.hints.label_requirements, avoid) else {
             return Err(Inner::launch_error(
                 &spec,
                 format!(
@@ -431,10 +528,10 @@ impl Executor for DockerExecutor {
         };
         let engine = &inner.engines[engine_index];
         // An engine over TCP shares no file system with us: the config file
-        // goes in by upload, and the scratch directory is not shared.
+        // (or an agent's plan and graph file) goes in by upload, and the
+        // scratch directory is not shared.
         let remote = engine.remote;
-        let mut env: Vec<String> = launch
-            .env
+        let mut env: Vec<String> = launch_env
             .iter()
             .chain(spec.config.env.iter())
             .map(|(k, v)| format!("{k}={v}"))
@@ -445,13 +542,55 @@ impl Executor for DockerExecutor {
                 .filter(|(k, _)| !(remote && k == "DATABUILD_SCRATCH_DIR"))
                 .map(|(k, v)| format!("{k}={v}")),
         );
-        env.push(format!("DATABUILD_CONFIG_FILE={CONFIG_IN_CONTAINER}"));
         let mut binds = Vec::new();
-        if !remote {
-            binds.push(format!(
-                "{}:{CONFIG_IN_CONTAINER}:ro",
-                config_file.display()
-            ));
+        let mut uploads: Vec<(&str, Vec<u8>)> = Vec::new();
+        match &agent {
+            None => {
+                env.push(format!("DATABUILD_CONFIG_FILE={CONFIG_IN_CONTAINER}"));
+                if remote {
+                    uploads.push((CONFIG_IN_CONTAINER, config_json.clone()));
+                } else {
+                    binds.push(format!(
+                        "{}:{CONFIG_IN_CONTAINER}:ro",
+                        config_file.display()
+                    ));
+                }
+            }
+            Some((_, plan)) => {
+                env.push(format!("DATABUILD_PLAN={}", agent::PLAN_IN_CONTAINER));
+                env.push("DATABUILD_STATE_DIR=/dev/shm/databuild-agent".to_owned());
+                if graph_file.is_some() {
+                    env.push(format!("DATABUILD_GRAPH={}", agent::GRAPH_IN_CONTAINER));
+                }
+                if remote {
+                    uploads.push((agent::PLAN_IN_CONTAINER, plan.clone()));
+                    if let Some((_, bytes)) = &graph_file {
+                        uploads.push((agent::GRAPH_IN_CONTAINER, bytes.clone()));
+                    }
+                } else {
+                    env.push(format!(
+                        "DATABUILD_AGENT_LOG_DIR={}",
+                        agent::LOGS_IN_CONTAINER
+                    ));
+                    binds.push(format!(
+                        "{}:{}:ro",
+                        plan_file.display(),
+                        agent::PLAN_IN_CONTAINER
+                    ));
+                    binds.push(format!(
+                        "{}:{}",
+                        logs_dir.display(),
+                        agent::LOGS_IN_CONTAINER
+                    ));
+                    if let Some((path, _)) = &graph_file {
+                        binds.push(format!(
+                            "{}:{}:ro",
+                            path.display(),
+                            agent::GRAPH_IN_CONTAINER
+                        ));
+                    }
+                }
+            }
         }
         if let Some(scratch) = spec.scratch_dir.as_ref().filter(|_| !remote) {
             let scratch = absolute(scratch);
@@ -479,19 +618,18 @@ impl Executor for DockerExecutor {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let mut cmd = vec!["exec".to_owned()];
-        cmd.extend(spec.config.args.iter().cloned());
+        let mut labels = labels;
+        if agent.is_some() {
+            labels.insert(LABEL_AGENT.to_owned(), "1".to_owned());
+        }
         let body = ContainerCreateBody {
             image: Some(image.clone()),
-            entrypoint: Some(launch.argv.clone()),
+            entrypoint: Some(entrypoint),
             cmd: Some(cmd),
             env: Some(env),
             labels: Some(labels),
             user: inner.config.user.clone(),
-            working_dir: launch
-                .working_dir
-                .as_ref()
-                .map(|d| d.to_string_lossy().into_owned()),
+            working_dir: working_dir.map(|d| d.to_string_lossy().into_owned()),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -531,7 +669,9 @@ impl Executor for DockerExecutor {
                 )
                 .await;
         };
-        if remote && let Err(e) = upload_config(engine, &spec.job_run_id, &config_json).await {
+        if !uploads.is_empty()
+            && let Err(e) = upload_files(engine, &spec.job_run_id, &uploads).await
+        {
             remove().await;
             release();
             return Err(Inner::launch_error(
@@ -592,8 +732,13 @@ impl Executor for DockerExecutor {
             ));
         }
         let mut input = attached.input;
+        let stdin = if agent.is_some() {
+            Vec::new()
+        } else {
+            config_json
+        };
         tokio::spawn(async move {
-            let _ = input.write_all(&config_json).await;
+            let _ = input.write_all(&stdin).await;
             let _ = input.shutdown().await;
         });
         let run = Run {
@@ -602,7 +747,14 @@ impl Executor for DockerExecutor {
             failed: Arc::default(),
         };
         inner.runs().insert(spec.job_run_id.clone(), run.clone());
-        Ok(inner.watch(engine_index, &spec.job_run_id, attached.output, log, &run))
+        Ok(inner.watch(
+            engine_index,
+            &spec.job_run_id,
+            attached.output,
+            log,
+            &run,
+            agent.is_some(),
+        ))
     }
 
     fn health(&self) -> Option<futures::stream::BoxStream<'static, HealthReport>> {
@@ -726,6 +878,7 @@ impl Executor for DockerExecutor {
                 .as_ref()
                 .and_then(|s| s.running)
                 .unwrap_or(false);
+            let agent = labels.contains_key(LABEL_AGENT);
             // The log is written again from the container's whole output
             // (the marker scanner must see every line).
             let log_path = labels
@@ -752,7 +905,7 @@ impl Executor for DockerExecutor {
                 failed: Arc::default(),
             };
             inner.runs().insert(job_run_id.to_owned(), run.clone());
-            return Ok(inner.watch(i, job_run_id, output, log, &run));
+            return Ok(inner.watch(i, job_run_id, output, log, &run, agent));
         }
         Err(ExecutorError::UnknownRun {
             job_run_id: job_run_id.to_owned(),
@@ -766,6 +919,8 @@ impl Executor for DockerExecutor {
         let inner = Arc::clone(&self.inner);
         let run = inner.runs().remove(job_run_id);
         let _ = std::fs::remove_file(inner.config_file(job_run_id));
+        let _ = std::fs::remove_file(inner.plan_file(job_run_id));
+        let _ = std::fs::remove_dir_all(inner.agent_logs_dir(job_run_id));
         let failed = run
             .as_ref()
             .and_then(|r| *r.failed.lock().unwrap_or_else(|e| e.into_inner()))
@@ -815,21 +970,24 @@ impl Executor for DockerExecutor {
     }
 }
 
-/// Puts the config file into a created container (as
-/// `/databuild/config.json`): a tar archive through the Engine API.
-async fn upload_config(engine: &Engine, container: &str, config: &[u8]) -> Result<(), String> {
+/// Puts files into a created container (the config file as
+/// `/databuild/config.json`, or an agent's plan and graph file): a tar
+/// archive through the Engine API.
+async fn upload_files(
+    engine: &Engine,
+    container: &str,
+    files: &[(&str, Vec<u8>)],
+) -> Result<(), String> {
     let mut archive = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(config.len() as u64);
-    header.set_mode(0o444);
-    header.set_cksum();
-    archive
-        .append_data(
-            &mut header,
-            CONFIG_IN_CONTAINER.trim_start_matches('/'),
-            config,
-        )
-        .map_err(|e| e.to_string())?;
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o444);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, path.trim_start_matches('/'), bytes.as_slice())
+            .map_err(|e| e.to_string())?;
+    }
     let bytes = archive.into_inner().map_err(|e| e.to_string())?;
     engine
         .docker

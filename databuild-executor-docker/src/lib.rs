@@ -34,6 +34,7 @@
 //! image is a launch error naming it. An engine that does not answer at
 //! start is [`ConnectError::Unreachable`], naming it.
 
+mod agent;
 mod config;
 mod engine;
 mod error;

@@ -76,6 +76,11 @@ pub(crate) struct Watch {
     /// Set when the run ended: whether it failed.
     pub(crate) failed: Arc<Mutex<Option<bool>>>,
     pub(crate) updates: mpsc::UnboundedSender<RunUpdate>,
+    /// For a node agent's container: its stream so far. Its output is the
+    /// agent's framing, not a job's, and only the agent's keep-alives and
+    /// events are signs of life (a paused agent's container still has
+    /// stats).
+    pub(crate) agent: Option<crate::agent::AgentStream>,
 }
 
 impl Watch {
@@ -85,7 +90,12 @@ impl Watch {
     /// (engines run with live restore), and when the engine is back its
     /// output since the loss is read and its exit collected.
     pub(crate) async fn run(mut self, output: Output) -> Outcome {
-        let mut reading = Reading::new(self.line_cap);
+        let cap = if self.agent.is_some() {
+            crate::agent::LINE_CAP
+        } else {
+            self.line_cap
+        };
+        let mut reading = Reading::new(cap);
         let mut output_error = self.read(output, &mut reading).await;
         let exit = loop {
             match self.exit().await {
@@ -151,7 +161,10 @@ impl Watch {
                         exit: Some(ExitStatus::Code(137)),
                         retryable: false,
                     },
-                    (_, c, false) => scanner.finish(ExitStatus::Code(c as i32)),
+                    (_, c, false) => match &self.agent {
+                        Some(agent) => agent.outcome(c),
+                        None => scanner.finish(ExitStatus::Code(c as i32)),
+                    },
                 }
             }
             Err(reason) => Outcome::Failed {
@@ -195,6 +208,22 @@ impl Watch {
         loop {
             tokio::select! {
                 chunk = output.next() => match chunk {
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message }))
+                        if self.agent.is_some() =>
+                    {
+                        let (log, updates) = (&mut self.log, &self.updates);
+                        let agent = self.agent.as_mut().unwrap_or_else(|| unreachable!("checked"));
+                        let log_failed = &mut r.log_failed;
+                        let mut batch = Vec::new();
+                        r.out.push(&message, |line, _| {
+                            if let Err(e) = agent.stdout_line(line, &mut batch, log, updates) {
+                                log_failed.get_or_insert(e);
+                            }
+                        });
+                        if !batch.is_empty() {
+                            let _ = updates.send(RunUpdate::NodeEvents(batch));
+                        }
+                    }
                     Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
                         let log = &mut self.log;
                         let updates = &self.updates;
@@ -217,7 +246,11 @@ impl Watch {
                     Some(Ok(LogOutput::StdErr { message })) => {
                         let log = &mut self.log;
                         let log_failed = &mut r.log_failed;
+                        let mut agent = self.agent.as_mut();
                         r.err.push(&message, |line, partial| {
+                            if let Some(agent) = agent.as_mut() {
+                                agent.stderr_line(line);
+                            }
                             if let Err(e) = log.write(Stream::Stderr, line, partial) {
                                 log_failed.get_or_insert(e);
                             }
@@ -227,7 +260,7 @@ impl Watch {
                     Some(Err(e)) => return Some(e.to_string()),
                     None => return None,
                 },
-                _ = stats.tick() => {
+                _ = stats.tick(), if self.agent.is_none() => {
                     if let Some(beat) = self.stats().await {
                         let _ = self.updates.send(beat);
                     }

@@ -151,14 +151,19 @@ impl RunLog {
 
     /// Appends one record.
     pub fn write(&mut self, stream: Stream, text: &[u8], partial: bool) -> std::io::Result<()> {
-        let record = LogRecord {
+        self.write_record(&LogRecord {
             time_ns: now_ns(),
             stream,
             text: String::from_utf8_lossy(text).into_owned(),
             partial,
-        };
+        })
+    }
+
+    /// Appends a record made elsewhere (a node agent's combined log keeps
+    /// the times its lines were read there).
+    pub fn write_record(&mut self, record: &LogRecord) -> std::io::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &record).map_err(std::io::Error::other)?;
+        serde_json::to_writer(&mut self.line, record).map_err(std::io::Error::other)?;
         self.line.push(b'\n');
         self.file.write_all(&self.line)
     }

@@ -112,7 +112,7 @@ impl JobRunSpec {
 }
 
 /// One event in a job run's life, as its executor reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RunUpdate {
     /// The run started; `handle` identifies it to the backend (a pid, a
@@ -128,6 +128,14 @@ pub enum RunUpdate {
         /// Resident memory in bytes.
         rss_bytes: Option<u64>,
     },
+    /// Events a node agent recorded while running this run's subplan
+    /// (see [`Launch::Subgraph`](crate::job::Launch::Subgraph)), in the
+    /// agent's order, each with its `origin`: the node (this run's id) and
+    /// the event's seq on that node. The orchestrator appends them to its
+    /// log, leaving out those it recorded already (a re-attached stream
+    /// starts again from the agent's first event), and counts them as a
+    /// sign of life.
+    NodeEvents(Vec<crate::bel::BuildEvent>),
     /// The run ended. Always the last update.
     Exited(Outcome),
 }

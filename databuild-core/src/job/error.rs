@@ -189,4 +189,13 @@ pub enum JobDefinitionError {
         /// What is missing.
         what: &'static str,
     },
+    /// The definition is inconsistent (a subgraph job naming a job its
+    /// graph does not have, say).
+    #[error("job {job}: {reason}")]
+    Invalid {
+        /// The job.
+        job: String,
+        /// What is wrong.
+        reason: String,
+    },
 }

@@ -16,6 +16,9 @@ pub enum Launch {
     InProcess(InProcessExec),
     /// An external program in the DataBuild job protocol.
     Process(ProcessLaunch),
+    /// A node agent that runs a subplan (a [`SubgraphJob`](super::SubgraphJob)'s
+    /// task) inside its environment.
+    Subgraph(SubgraphLaunch),
 }
 
 impl Launch {
@@ -27,6 +30,10 @@ impl Launch {
                 None => format!("process {:?} env {:?}", p.argv, p.env),
                 Some(image) => format!("process {:?} env {:?} image {image:?}", p.argv, p.env),
             },
+            Launch::Subgraph(s) => format!(
+                "subgraph agent {:?} env {:?} image {:?} graph file {:?} jobs {}",
+                s.agent, s.env, s.image, s.graph_file, s.definitions
+            ),
         }
     }
 }
@@ -83,6 +90,51 @@ impl ProcessLaunch {
     pub fn image(mut self, image: impl Into<String>) -> Self {
         self.image = Some(image.into());
         self
+    }
+}
+
+/// How a node agent is launched to run a subplan: seed 003's node executor.
+///
+/// The subplan travels in the run's config: its only argument is the saved
+/// plan ([`encode_saved`](crate::plan::encode_saved)), base64, read back
+/// with [`subplan`](Self::subplan). A backend starts `agent` in `image`
+/// with the plan at `DATABUILD_PLAN` (the agent's default is
+/// `/databuild/plan.pb`) and the graph file at `DATABUILD_GRAPH` (default
+/// `/databuild/databuild.toml`), reads the agent's JSON lines (documented
+/// with `databuild agent`), and reports its events as
+/// [`RunUpdate::NodeEvents`](crate::executor::RunUpdate::NodeEvents).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubgraphLaunch {
+    /// The agent's argv (`["/databuild/databuild", "agent"]`).
+    pub agent: Vec<String>,
+    /// The image the agent runs in: the environment of every task of the
+    /// subplan. `None` takes the executor's default image.
+    pub image: Option<String>,
+    /// The agent's environment (its `DATABUILD_*` settings).
+    pub env: BTreeMap<String, String>,
+    /// The graph file the subplans are made from, on this host: given to
+    /// the agent (mounted, or uploaded to a remote engine). `None` when the
+    /// image has it at the agent's default path.
+    pub graph_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the subgraph's job definitions
+    /// ([`definitions_digest`](crate::plan::definitions_digest)).
+    pub definitions: String,
+}
+
+impl SubgraphLaunch {
+    /// The saved subplan a run's config carries.
+    pub fn subplan(config: &super::JobConfig) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        match config.args.as_slice() {
+            [one] => base64::engine::general_purpose::STANDARD
+                .decode(one)
+                .map_err(|e| format!("the subplan argument is not base64: {e}")),
+            other => Err(format!(
+                "a subgraph run's config has one argument, the subplan; this one has {}",
+                other.len()
+            )),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod launch;
 #[cfg(feature = "process")]
 mod process;
 pub mod protocol;
+mod subgraph;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,9 +29,10 @@ pub use error::{JobConfigError, JobDefinitionError};
 pub use fn_job::{BoxError, FnJob, FnJobBuilder, FnJobContext};
 pub use label::{JobLabel, JobLabelError};
 pub(crate) use launch::hex as launch_hex;
-pub use launch::{InProcessExec, Launch, ProcessLaunch};
+pub use launch::{InProcessExec, Launch, ProcessLaunch, SubgraphLaunch};
 #[cfg(feature = "process")]
 pub use process::{ProcessJob, ProcessJobBuilder};
+pub use subgraph::{GroupKey, SubgraphJob, SubgraphJobBuilder};
 
 use crate::partition::{PartitionPattern, PartitionRef};
 

@@ -1323,6 +1323,10 @@ impl<'a> Execution<'a> {
                 )])
                 .await
             }
+            RunUpdate::NodeEvents(events) => {
+                let fresh = inner.fresh_node_events(&run, events);
+                self.commit(fresh).await
+            }
             RunUpdate::Exited(outcome) => {
                 let live = self
                     .runs

@@ -472,6 +472,26 @@ impl Inner {
 
     /// Applies events to the build state (refusing what the diagrams do not
     /// allow), then appends them as one batch.
+    /// Of the events node `node` (a run) relayed, those not recorded yet,
+    /// in the node's order, ready to append: a re-attached agent's stream
+    /// starts again from its first event, and each event is recorded once.
+    pub(crate) fn fresh_node_events(&self, node: &str, events: Vec<BuildEvent>) -> Vec<BuildEvent> {
+        let mut last = self.lock_state().run(node).map_or(0, |r| r.relayed_seq);
+        let mut fresh = Vec::with_capacity(events.len());
+        for mut e in events {
+            let Some(origin) = e.origin.as_mut() else {
+                continue;
+            };
+            origin.node = node.to_owned();
+            if origin.seq > last {
+                last = origin.seq;
+                e.seq = 0;
+                fresh.push(e);
+            }
+        }
+        fresh
+    }
+
     pub(crate) async fn commit(&self, events: Vec<BuildEvent>) -> Result<(), BuildError> {
         self.commit_range(events).await.map(|_| ())
     }

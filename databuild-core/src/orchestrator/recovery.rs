@@ -407,6 +407,10 @@ impl Inner {
                     None
                 }
                 RunUpdate::Heartbeat { .. } => None,
+                RunUpdate::NodeEvents(relayed) => {
+                    events.extend(self.fresh_node_events(&id, relayed));
+                    None
+                }
                 RunUpdate::Exited(outcome) => Some(outcome),
             };
             if let Some(outcome) = outcome {

@@ -11,6 +11,9 @@
 
 mod order;
 mod render;
+mod saved;
+
+pub use saved::{SavedPlanError, decode_saved, definitions_digest, encode_saved};
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

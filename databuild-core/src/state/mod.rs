@@ -117,6 +117,9 @@ pub struct JobRun {
     pub waiters: BTreeSet<String>,
     /// Why it failed, when it did.
     pub failure: Option<String>,
+    /// For a run a node agent ran (its subplan): the seq on the node of
+    /// the last event relayed from it, 0 before the first.
+    pub relayed_seq: u64,
 }
 
 /// Where a build request is.
@@ -302,7 +305,9 @@ impl BuildState {
     /// event's task instead of a copy (replaying a long log).
     pub fn apply_owned(&mut self, mut e: BuildEvent) -> Result<(), Violation> {
         let task = match &mut e.event {
-            Some(Event::JobRunQueued(q)) if e.seq > self.last_seq => q.task.take(),
+            Some(Event::JobRunQueued(q)) if e.seq > self.last_seq && e.origin.is_none() => {
+                q.task.take()
+            }
             _ => None,
         };
         match (task, &e.event) {
@@ -326,7 +331,10 @@ impl BuildState {
                 format!("seq {} does not follow seq {}", e.seq, self.last_seq),
             ));
         }
-        self.apply_event(e, event)?;
+        match &e.origin {
+            Some(origin) => self.relay(e, origin)?,
+            None => self.apply_event(e, event)?,
+        }
         if e.seq != 0 {
             self.last_seq = e.seq;
         }
@@ -375,6 +383,7 @@ impl BuildState {
         events
             .iter()
             .enumerate()
+            .filter(|(_, e)| e.origin.is_none())
             .filter_map(|(i, e)| match &e.event {
                 Some(Event::PartitionStatusChanged(p)) => p
                     .partition
@@ -398,7 +407,11 @@ impl BuildState {
                 Some(Event::JobScheduled(s)) => Some(s.job_run_id.as_str()),
                 _ => None,
             };
-            for id in std::iter::once(e.job_run_id.as_str()).chain(scheduled) {
+            let node = e.origin.as_ref().map(|o| o.node.as_str());
+            for id in std::iter::once(e.job_run_id.as_str())
+                .chain(scheduled)
+                .chain(node)
+            {
                 if let Some(run) = self.runs.get(id)
                     && !overlay.runs.contains_key(id)
                 {
@@ -568,8 +581,36 @@ impl BuildState {
                     .filter(|r| !r.is_empty())
                     .collect(),
                 failure: None,
+                relayed_seq: 0,
             },
         );
+        Ok(())
+    }
+
+    /// An event relayed from a node agent: a record of what happened on the
+    /// node, kept in the log, which changes nothing here but the node's
+    /// progress (the node is the run that ran the agent). Each event of a
+    /// node is recorded once, in the node's order.
+    fn relay(&mut self, e: &BuildEvent, origin: &proto::EventOrigin) -> Result<(), Violation> {
+        let run = self.runs.get_mut(&origin.node).ok_or_else(|| {
+            Violation::new(
+                e,
+                format!(
+                    "relayed from node {:?}, which is no job run of this log",
+                    origin.node
+                ),
+            )
+        })?;
+        if origin.seq <= run.relayed_seq {
+            return Err(Violation::new(
+                e,
+                format!(
+                    "event {} of node {} is relayed again (the node's events are recorded up to {})",
+                    origin.seq, origin.node, run.relayed_seq
+                ),
+            ));
+        }
+        run.relayed_seq = origin.seq;
         Ok(())
     }
 

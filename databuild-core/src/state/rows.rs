@@ -86,6 +86,7 @@ fn run_row(run: &JobRun) -> RunRow {
         last_seen_ns: run.last_seen_ns,
         waiters: run.waiters.iter().cloned().collect(),
         failure: run.failure.clone(),
+        relayed_seq: run.relayed_seq,
     };
     // The task goes in as field 2 from the shared copy (no clone of it).
     let mut bytes = Vec::with_capacity(record.encoded_len() + run.task.encoded_len() + 4);
@@ -200,6 +201,7 @@ impl BuildState {
                 last_seen_ns: r.last_seen_ns,
                 waiters: r.waiters.into_iter().collect::<BTreeSet<_>>(),
                 failure: r.failure,
+                relayed_seq: r.relayed_seq,
             };
             state.runs.insert(run.job_run_id.clone(), run);
         }

@@ -332,3 +332,50 @@ fn requests_and_seqs_are_checked() {
     assert!(state.apply(&bad).is_err());
     assert_eq!(state, before, "a violation leaves the state unchanged");
 }
+
+/// Events relayed from a node agent are a record of the node's work: they
+/// change nothing but the node run's progress, each is recorded once, and
+/// they must come from a run of the log (replayed whole or page by page).
+#[test]
+fn relayed_events_are_recorded_once_and_change_only_the_nodes_progress() {
+    let mut log = Log::default();
+    log.push("q", "node", queued(1, ""));
+    let relayed = |log: &mut Log, seq: u64, run: &str, event: Event| {
+        log.push("agent-request", run, event);
+        let e = log.0.last_mut().unwrap();
+        e.origin = Some(proto::EventOrigin {
+            node: "node".into(),
+            seq,
+        });
+    };
+    relayed(&mut log, 1, "inner", queued(1, ""));
+    relayed(&mut log, 2, "inner", scheduled("inner"));
+    let state = BuildState::replay(&log.0).unwrap();
+    assert!(
+        state.run("inner").is_none(),
+        "the node's runs stay the node's"
+    );
+    assert_eq!(state.run("node").unwrap().relayed_seq, 2);
+    assert_eq!(state.runs().count(), 1);
+    let mut owned = BuildState::new();
+    for e in log.0.clone() {
+        owned.apply_owned(e).unwrap();
+    }
+    assert_eq!(owned, state);
+
+    // The same event of the node again is refused, naming it.
+    let mut again = Log(log.0.clone());
+    relayed(&mut again, 2, "inner", scheduled("inner"));
+    let err = BuildState::replay(&again.0).unwrap_err();
+    assert!(err.to_string().contains("relayed again"), "{err}");
+
+    // A node that is no run of the log.
+    let mut stray = Log::default();
+    stray.push("agent-request", "inner", queued(1, ""));
+    stray.0[0].origin = Some(proto::EventOrigin {
+        node: "nobody".into(),
+        seq: 1,
+    });
+    let err = BuildState::replay(&stray.0).unwrap_err();
+    assert!(err.to_string().contains("no job run of this log"), "{err}");
+}
