@@ -113,7 +113,11 @@ impl Project {
     fn wait_for_event(&self, kind: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            // The store's file exists a moment before its schema does.
+            let out = self.cmd().args(["events", "--json"]).output().unwrap();
+            let starting = String::from_utf8_lossy(&out.stderr).contains("no schema yet");
             if self.path().join(".databuild/bel.sqlite").exists()
+                && !starting
                 && let Some(e) = self.events(&[]).into_iter().find(|e| e.get(kind).is_some())
             {
                 return e;
