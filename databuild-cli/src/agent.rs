@@ -30,6 +30,13 @@
 //!
 //! The scratch directory all its tasks share is on tmpfs (`/dev/shm`) where
 //! there is one.
+//!
+//! On the orchestrator's side, a [`SubgraphJob`](databuild_core::SubgraphJob)
+//! makes the plan (one per group of partitions) and the Docker executor
+//! runs the agent in the job's image, relays its events into the
+//! orchestrator's log (each once, tagged with the node and this seq), and
+//! keeps the combined log as the run's log (see `databuild_executor_docker`).
+//! The agent assigns the job run ids of its tasks itself.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -30,6 +30,26 @@
 //! # }
 //! ```
 //!
+//! ## Node agents
+//!
+//! A [`SubgraphJob`](databuild_core::SubgraphJob)'s task is a whole part of
+//! a plan (one date's tasks, say) for one `databuild agent` container
+//! (seed 003's node executor): the image is the environment, the saved
+//! subplan goes in as a read-only file (`/databuild/plan.pb`, uploaded to
+//! an engine over TCP), and the graph file the subplan was made from as
+//! `/databuild/databuild.toml`. The agent's JSON lines come back as run
+//! updates: its events as
+//! [`RunUpdate::NodeEvents`](databuild_core::executor::RunUpdate::NodeEvents)
+//! (tagged with their origin: the run, and the agent's own seq; the
+//! orchestrator records each once, also after a re-attach, which reads the
+//! container's output from its start), its keep-alives as heartbeats (the
+//! only signs of life of an agent: a paused one is Lost after the liveness
+//! timeout), and its result's combined log (every task's stdout and stderr
+//! and the agent's own entries, by time, each line prefixed with its source)
+//! into the run's log. An agent that ends without a result (killed, or its
+//! engine gone) is a lost node: a retryable failure. A retry of any run
+//! goes to another engine than its previous attempt when one can take it.
+//!
 //! Images are never pulled by default ([`PullPolicy::Never`]): a missing
 //! image is a launch error naming it. An engine that does not answer at
 //! start is [`ConnectError::Unreachable`], naming it.

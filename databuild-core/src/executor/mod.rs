@@ -129,7 +129,7 @@ pub enum RunUpdate {
         rss_bytes: Option<u64>,
     },
     /// Events a node agent recorded while running this run's subplan
-    /// (see [`Launch::Subgraph`](crate::job::Launch::Subgraph)), in the
+    /// (see [`Launch::Subgraph`]), in the
     /// agent's order, each with its `origin`: the node (this run's id) and
     /// the event's seq on that node. The orchestrator appends them to its
     /// log, leaving out those it recorded already (a re-attached stream

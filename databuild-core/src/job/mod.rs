@@ -5,9 +5,10 @@
 //! seed 001's job.config), and describes how an executor launches it
 //! ([`DataBuildJob::launch`]). Jobs only declare; executors run.
 //!
-//! Two kinds are ready-made: [`FnJob`], Rust closures run in process, and
+//! Three kinds are ready-made: [`FnJob`], Rust closures run in process,
 //! `ProcessJob` (feature `process`), an external program in the DataBuild job
-//! protocol.
+//! protocol, and [`SubgraphJob`], part of another graph run by a node agent
+//! as one task per group of partitions.
 
 mod config;
 mod error;
