@@ -10,6 +10,7 @@
 //! {"type":"keepalive","at_ns":1700000000000}     every keep-alive interval
 //! {"type":"result","build_request_id":"…","succeeded":true,
 //!  "partitions":[{"partition":"a/1","status":"built"}, …],
+//!  "manifests":[{"job_run_id":"…","manifest":{...}}, …],   one per run that succeeded
 //!  "log":[{"time_ns":…,"source":"agent"|"<job_run_id>","stream":"…","text":"…"}, …],
 //!  "log_file":null}
 //! ```
@@ -144,7 +145,17 @@ pub async fn run(env: &HashMap<String, String>) -> Result<ExitCode, CliError> {
     };
     // The events the end wrote, before the result.
     drop(events);
-    for e in bel.read(last, &EventFilter::all(), usize::MAX).await? {
+    let mut manifests = Vec::new();
+    for e in bel.read(0, &EventFilter::all(), usize::MAX).await? {
+        if let Some(databuild_core::bel::Event::JobRunSucceeded(s)) = &e.event {
+            manifests.push(json!({
+                "job_run_id": e.job_run_id,
+                "manifest": serde_json::to_value(&s.manifest).unwrap_or(Value::Null),
+            }));
+        }
+        if e.seq <= last {
+            continue;
+        }
         let event = serde_json::to_value(&e).unwrap_or(Value::Null);
         line(
             &mut out,
@@ -244,6 +255,7 @@ pub async fn run(env: &HashMap<String, String>) -> Result<ExitCode, CliError> {
             "build_request_id": id,
             "succeeded": succeeded,
             "partitions": partitions,
+            "manifests": manifests,
             "log": log,
             "log_file": log_file,
         }),

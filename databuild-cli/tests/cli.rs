@@ -1057,6 +1057,15 @@ fn the_agent_runs_a_saved_plan_and_streams_it() {
     assert_eq!(result["type"], "result");
     assert_eq!(result["succeeded"], true);
     assert_eq!(result["partitions"].as_array().unwrap().len(), 7);
+    // A manifest per run (each names its outputs).
+    let manifests = result["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 7, "{manifests:?}");
+    assert!(
+        manifests.iter().all(|m| m["manifest"]["outputs"]
+            .as_array()
+            .is_some_and(|o| !o.is_empty())),
+        "{manifests:?}"
+    );
     assert!(records.iter().any(|r| r["type"] == "keepalive"));
     // Every event once, in order, and the log they make is sound.
     let events: Vec<databuild_core::BuildEvent> = records
