@@ -323,23 +323,25 @@ fn checked(events: &[BuildEvent]) -> std::collections::BTreeMap<String, Vec<Buil
     nodes
 }
 
-/// Waits until `node_events` events of some node are in the log; returns
-/// that node (the agent's run id).
-async fn wait_for_node(bel: &MemoryBel, node_events: usize) -> String {
+/// Waits until some node relayed `succeeded` successful runs; returns that
+/// node (the agent's run id).
+async fn wait_for_node(bel: &MemoryBel, succeeded: usize) -> String {
     for _ in 0..1200 {
         let events = all(bel).await;
         let mut counts = std::collections::HashMap::<String, usize>::new();
         for e in &events {
-            if let Some(o) = &e.origin {
+            if let Some(o) = &e.origin
+                && e.kind() == "job_run_succeeded"
+            {
                 *counts.entry(o.node.clone()).or_default() += 1;
             }
         }
-        if let Some((node, _)) = counts.into_iter().find(|(_, n)| *n >= node_events) {
+        if let Some((node, _)) = counts.into_iter().find(|(_, n)| *n >= succeeded) {
             return node;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("no node relayed {node_events} events");
+    panic!("no node relayed {succeeded} successful runs");
 }
 
 /// The engine (index) whose container is `name`.
@@ -355,6 +357,42 @@ async fn engine_of(sockets: &[PathBuf], name: &str) -> usize {
         }
     }
     panic!("no engine has container {name}");
+}
+
+/// The retry's agent ran only what the lost node `lost` had not finished:
+/// together they built the `total` partitions, none twice.
+fn retry_ran_only_the_rest(
+    nodes: &std::collections::BTreeMap<String, Vec<BuildEvent>>,
+    lost: &str,
+    total: usize,
+) {
+    assert_eq!(nodes.len(), 2, "the lost node and its retry");
+    let finished = |node: &str| -> Vec<String> {
+        nodes[node]
+            .iter()
+            .filter_map(|e| match &e.event {
+                Some(databuild_core::bel::Event::PartitionStatusChanged(p))
+                    if p.status == databuild_core::proto::PartitionStatus::Available as i32 =>
+                {
+                    p.partition.as_ref().map(|r| r.str.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let before = finished(lost);
+    let retry = nodes.keys().find(|n| *n != lost).unwrap();
+    let rest = finished(retry);
+    assert!(before.len() >= 3, "{before:?}");
+    assert_eq!(
+        before.len() + rest.len(),
+        total,
+        "lost node {before:?}, retry {rest:?}"
+    );
+    assert!(
+        rest.iter().all(|p| !before.contains(p)),
+        "nothing ran twice"
+    );
 }
 
 fn running_handles(events: &[BuildEvent]) -> Vec<(String, String)> {
@@ -433,7 +471,7 @@ async fn a_killed_agent_is_a_lost_node_and_its_plan_runs_again_on_the_other_engi
         .orchestrator(&executor, &bel, Duration::from_secs(30))
         .await;
     let build = o.start(&[r("c/19")], BuildOptions::default());
-    let node = wait_for_node(&bel, 10).await;
+    let node = wait_for_node(&bel, 3).await;
     let first_engine = engine_of(&sockets, &node).await;
     docker(&sockets[first_engine])
         .await
@@ -446,11 +484,12 @@ async fn a_killed_agent_is_a_lost_node_and_its_plan_runs_again_on_the_other_engi
     let outcome = build.outcome().await.unwrap();
     assert!(outcome.succeeded(), "{outcome:?}");
     let events = all(&bel).await;
-    checked(&events);
+    let nodes = checked(&events);
     let failed = events
         .iter()
         .find(|e| e.kind() == "job_run_failed" && e.job_run_id == node)
         .expect("the killed agent's run failed");
+    retry_ran_only_the_rest(&nodes, &node, 20);
     let reason = format!("{:?}", failed.event);
     assert!(reason.contains("node lost"), "{reason}");
     let handles = running_handles(&events);
@@ -474,7 +513,7 @@ async fn a_paused_agent_falls_silent_and_its_run_is_lost_then_retried() {
         .orchestrator(&executor, &bel, Duration::from_secs(2))
         .await;
     let build = o.start(&[r("c/19")], BuildOptions::default());
-    let node = wait_for_node(&bel, 10).await;
+    let node = wait_for_node(&bel, 3).await;
     let first_engine = engine_of(&sockets, &node).await;
     let paused = docker(&sockets[first_engine]).await;
     paused.pause_container(&node).await.unwrap();
@@ -492,7 +531,8 @@ async fn a_paused_agent_falls_silent_and_its_run_is_lost_then_retried() {
         .await;
     assert!(outcome.succeeded(), "{outcome:?}");
     let events = all(&bel).await;
-    checked(&events);
+    let nodes = checked(&events);
+    retry_ran_only_the_rest(&nodes, &node, 20);
     assert!(
         events
             .iter()
@@ -520,7 +560,7 @@ async fn a_restarted_orchestrator_reattaches_to_its_agent_without_duplicates() {
         .orchestrator(&first, &bel, Duration::from_secs(30))
         .await;
     let _crashed = o.start(&[r("c/29")], BuildOptions::default());
-    let node = wait_for_node(&bel, 15).await;
+    let node = wait_for_node(&bel, 3).await;
     // The orchestrator stops here: a new one starts on the log as it is.
     let prefix = all(&bel).await;
     let copy = MemoryBel::new();

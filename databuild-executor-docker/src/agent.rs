@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use databuild_core::bel::BuildEvent;
+use databuild_core::bel::Event;
 use databuild_core::executor::{ExitStatus, LogRecord, Outcome, RunLog, RunUpdate, Stream};
-use databuild_core::proto::{EventOrigin, FailureStage};
+use databuild_core::proto::{EventOrigin, FailureStage, PartitionStatus};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -66,6 +67,9 @@ struct Entry {
     text: String,
 }
 
+/// The partitions a node agent reported built.
+pub(crate) type Built = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+
 /// What has been read of one agent's stream.
 #[derive(Default)]
 pub(crate) struct AgentStream {
@@ -73,15 +77,18 @@ pub(crate) struct AgentStream {
     pub(crate) node: String,
     /// The host directory mounted at [`LOGS_IN_CONTAINER`], if any.
     pub(crate) logs_dir: Option<PathBuf>,
+    /// Shared with the executor: a retry leaves these out.
+    built: Built,
     result: Option<AgentResult>,
     stderr_tail: String,
 }
 
 impl AgentStream {
-    pub(crate) fn new(node: String, logs_dir: Option<PathBuf>) -> Self {
+    pub(crate) fn new(node: String, logs_dir: Option<PathBuf>, built: Built) -> Self {
         Self {
             node,
             logs_dir,
+            built,
             ..Self::default()
         }
     }
@@ -97,6 +104,15 @@ impl AgentStream {
     ) -> std::io::Result<()> {
         match serde_json::from_slice::<Record>(line) {
             Ok(Record::Event { seq, mut event }) => {
+                if let Some(Event::PartitionStatusChanged(p)) = &event.event
+                    && p.status == PartitionStatus::Available as i32
+                    && let Some(r) = &p.partition
+                {
+                    self.built
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(r.str.clone());
+                }
                 event.origin = Some(EventOrigin {
                     node: self.node.clone(),
                     seq,

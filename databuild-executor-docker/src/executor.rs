@@ -77,6 +77,9 @@ struct Inner {
     /// The engine each run was placed on, kept past its end so that its
     /// retry goes to another engine when one can take it.
     placed: Mutex<HashMap<String, usize>>,
+    /// Per node agent run: the partitions its agent reported built. Kept
+    /// past a failed run's end, so that its retry's subplan leaves them out.
+    node_built: Mutex<HashMap<String, crate::agent::Built>>,
 }
 
 /// A run this executor launched or re-attached.
@@ -155,6 +158,7 @@ impl DockerExecutor {
             removing: Mutex::default(),
             health: tokio::sync::broadcast::channel(64).0,
             placed: Mutex::default(),
+            node_built: Mutex::default(),
         });
         tokio::spawn(keepalive(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -258,6 +262,10 @@ impl Inner {
 
     fn placed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.placed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn node_built(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::agent::Built>> {
+        self.node_built.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where a node agent's plan goes on this host.
@@ -395,6 +403,7 @@ impl Inner {
                 crate::agent::AgentStream::new(
                     job_run_id.to_owned(),
                     (!e.remote).then(|| self.agent_logs_dir(job_run_id)),
+                    Arc::clone(self.node_built().entry(job_run_id.to_owned()).or_default()),
                 )
             }),
         };
@@ -431,8 +440,25 @@ impl Executor for DockerExecutor {
                 )
             }
             Launch::Subgraph(s) => {
-                let plan = SubgraphLaunch::subplan(&spec.config)
+                let mut plan = SubgraphLaunch::subplan(&spec.config)
                     .map_err(|reason| Inner::launch_error(&spec, reason, false))?;
+                // A retry after a lost node: what that node's agent finished
+                // is not run again (the partitions exist).
+                let carried = spec
+                    .previous_job_run_id
+                    .as_ref()
+                    .and_then(|p| inner.node_built().remove(p));
+                if let Some(built) = carried {
+                    let set = built.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if !set.is_empty() {
+                        plan = databuild_core::plan::cut_saved(&plan, |p| set.contains(p.as_str()))
+                            .map_err(|e| Inner::launch_error(&spec, e.to_string(), false))?;
+                        tracing::info!(job_run_id = %spec.job_run_id, finished = set.len(), "the previous node's finished partitions are left out of the retry's subplan");
+                    }
+                    inner
+                        .node_built()
+                        .insert(spec.job_run_id.clone(), Arc::new(Mutex::new(set)));
+                }
                 (
                     s.image.clone(),
                     s.agent.clone(),
@@ -925,6 +951,10 @@ impl Executor for DockerExecutor {
             .as_ref()
             .and_then(|r| *r.failed.lock().unwrap_or_else(|e| e.into_inner()))
             .unwrap_or(false);
+        if !failed {
+            // Its retry, if any, is not waiting on what it built.
+            inner.node_built().remove(job_run_id);
+        }
         if failed && inner.config.keep_failed {
             return Ok(());
         }

@@ -13,7 +13,7 @@ mod order;
 mod render;
 mod saved;
 
-pub use saved::{SavedPlanError, decode_saved, definitions_digest, encode_saved};
+pub use saved::{SavedPlanError, cut_saved, decode_saved, definitions_digest, encode_saved};
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -85,8 +85,29 @@ pub fn encode_saved(graph: &Graph, plan: &JobGraph) -> Vec<u8> {
     bytes
 }
 
-/// The plan in saved-plan `bytes`, checked against `graph`'s jobs.
-pub fn decode_saved(bytes: &[u8], graph: &Graph) -> Result<JobGraph, SavedPlanError> {
+/// Saved-plan `bytes` without the tasks whose outputs are all `available`
+/// (see [`JobGraph::without_available`]), for the same definitions: the
+/// rest of a plan that was partly run (a lost node agent's subplan, run
+/// again elsewhere, does not rebuild what the lost agent finished).
+pub fn cut_saved(
+    bytes: &[u8],
+    available: impl Fn(&crate::PartitionRef) -> bool,
+) -> Result<Vec<u8>, SavedPlanError> {
+    let (digest, plan) = split(bytes)?;
+    let plan = plan
+        .without_available(available)
+        .map_err(|e| SavedPlanError::Damaged {
+            reason: e.to_string(),
+        })?;
+    let mut out = HEADER.to_vec();
+    out.extend_from_slice(digest);
+    out.push(b'\n');
+    out.extend_from_slice(&plan.encode());
+    Ok(out)
+}
+
+/// The definitions digest and the plan of saved-plan `bytes`, unchecked.
+fn split(bytes: &[u8]) -> Result<(&[u8], JobGraph), SavedPlanError> {
     let rest = bytes.strip_prefix(HEADER).ok_or(SavedPlanError::Foreign)?;
     let newline = rest
         .iter()
@@ -95,10 +116,15 @@ pub fn decode_saved(bytes: &[u8], graph: &Graph) -> Result<JobGraph, SavedPlanEr
         .ok_or_else(|| SavedPlanError::Damaged {
             reason: "no definitions digest".into(),
         })?;
-    let digest = &rest[..newline];
     let plan = JobGraph::decode(&rest[newline + 1..]).map_err(|e| SavedPlanError::Damaged {
         reason: e.to_string(),
     })?;
+    Ok((&rest[..newline], plan))
+}
+
+/// The plan in saved-plan `bytes`, checked against `graph`'s jobs.
+pub fn decode_saved(bytes: &[u8], graph: &Graph) -> Result<JobGraph, SavedPlanError> {
+    let (digest, plan) = split(bytes)?;
     // Task by task first, to name the job whose definition changed.
     for (_, task) in plan.tasks() {
         match graph.definition_digest(task.job.as_str()) {
@@ -157,6 +183,22 @@ mod tests {
                 "cut at {cut}"
             );
         }
+        // Cut: what is available is not run again; the rest reads back.
+        let two = Planner::new(g.clone())
+            .analyze(&[
+                PartitionRef::new("a/1").unwrap(),
+                PartitionRef::new("a/2").unwrap(),
+            ])
+            .await
+            .unwrap();
+        let cut = cut_saved(&encode_saved(&g, &two), |p| p.as_str() == "a/1").unwrap();
+        let rest = decode_saved(&cut, &g).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(
+            rest.tasks().next().unwrap().1.config.outputs[0].as_str(),
+            "a/2"
+        );
+
         // A graph without the plan's job.
         let other = Graph::builder()
             .job(
