@@ -79,9 +79,9 @@ fn static_agent() -> PathBuf {
         .clone()
 }
 
-/// `docker import` on `socket`: static busybox with its applets, `/tmp`,
+/// `docker import` into `docker`: static busybox with its applets, `/tmp`,
 /// and the agent at [`AGENT`].
-async fn import_agent_image(socket: &Path) {
+async fn import_agent_image(docker: &Docker) {
     let mut archive = tar::Builder::new(Vec::new());
     let dir = |archive: &mut tar::Builder<Vec<u8>>, path: &str| {
         let mut h = tar::Header::new_gnu();
@@ -119,7 +119,6 @@ async fn import_agent_image(socket: &Path) {
         &std::fs::read(static_agent()).unwrap(),
     );
     let tarball = archive.into_inner().unwrap();
-    let docker = docker(socket).await;
     let options = CreateImageOptionsBuilder::new()
         .from_src("-")
         .repo(AGENT_IMAGE)
@@ -181,9 +180,22 @@ struct World {
 }
 
 impl World {
+    /// A world on the engines at `sockets`, named `engine1`, `engine2`...
     async fn new(sockets: &[PathBuf], pause: &str) -> World {
-        for s in sockets {
-            import_agent_image(s).await;
+        let mut engines = Vec::new();
+        for (i, s) in sockets.iter().enumerate() {
+            engines.push((
+                EngineConfig::unix(format!("engine{}", i + 1), s, 2),
+                docker(s).await,
+            ));
+        }
+        Self::on(engines, pause).await
+    }
+
+    /// A world on `engines`, with a client of each to import the image.
+    async fn on(engines: Vec<(EngineConfig, Docker)>, pause: &str) -> World {
+        for (_, client) in &engines {
+            import_agent_image(client).await;
         }
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
@@ -203,10 +215,7 @@ impl World {
         .unwrap();
         let inner = GraphFile::read(&graph_file).unwrap().graph().unwrap();
         let user = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
-        let mut engines = sockets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| EngineConfig::unix(format!("engine{}", i + 1), s, 2));
+        let mut engines = engines.into_iter().map(|(e, _)| e);
         let mut config = DockerConfig::new(engines.next().unwrap(), root.join("docker"))
             .store(format!("agent-test-{}", uuid()))
             .user(user)
@@ -636,4 +645,62 @@ async fn an_agent_refuses_a_plan_made_for_another_graph_with_a_typed_error() {
         "the error names the job: {text}"
     );
     assert!(text.contains("retryable: false"), "{text}");
+}
+
+/// An engine reached over TCP with TLS shares no file system with the
+/// orchestrator: the agent's plan and graph file go in by upload (the job
+/// script and the data are the one directory mounted, as for any job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_an_engine_over_tls_gets_its_plan_and_graph_file_by_upload() {
+    let (Ok(addr), Some(dir)) = (
+        std::env::var("DATABUILD_TEST_DOCKER_TLS"),
+        std::env::var_os("DATABUILD_TEST_DOCKER_TLS_DIR").map(PathBuf::from),
+    ) else {
+        assert!(
+            std::env::var("DATABUILD_TEST_DOCKER").as_deref() != Ok("1"),
+            "DATABUILD_TEST_DOCKER=1 needs DATABUILD_TEST_DOCKER_TLS and DATABUILD_TEST_DOCKER_TLS_DIR"
+        );
+        println!(
+            "skipping an_agent_on_an_engine_over_tls: no TLS engine (DATABUILD_TEST_DOCKER_TLS is not set)"
+        );
+        return;
+    };
+    let (key, cert, ca) = (
+        dir.join("key.pem"),
+        dir.join("cert.pem"),
+        dir.join("ca.pem"),
+    );
+    let client =
+        Docker::connect_with_ssl(&addr, &key, &cert, &ca, 120, bollard::API_DEFAULT_VERSION)
+            .unwrap()
+            .negotiate_version()
+            .await
+            .unwrap();
+    let engine = EngineConfig {
+        name: "tls".into(),
+        endpoint: databuild_executor_docker::Endpoint::Tls {
+            addr,
+            key,
+            cert,
+            ca,
+        },
+        slots: 2,
+        labels: Default::default(),
+    };
+    let world = World::on(vec![(engine, client)], "0").await;
+    let executor = Arc::new(DockerExecutor::connect(world.config.clone()).await.unwrap());
+    let bel = MemoryBel::new();
+    let o = world
+        .orchestrator(&executor, &bel, Duration::from_secs(30))
+        .await;
+    let outcome = o.build(&[r("c/4")]).await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:?}");
+    let events = all(&bel).await;
+    let nodes = checked(&events);
+    assert_eq!(nodes.len(), 1);
+    let handles = running_handles(&events);
+    assert!(handles[0].1.contains("docker:tls/"), "{handles:?}");
+    for n in 0..5 {
+        assert!(world.root().join(format!("data/c-{n}")).exists());
+    }
 }
