@@ -321,13 +321,17 @@ fn checked(events: &[BuildEvent]) -> std::collections::BTreeMap<String, Vec<Buil
             );
         }
         check_log(log).unwrap();
-        BuildState::replay(log).unwrap_or_else(|v| {
+        let state = BuildState::replay(log).unwrap_or_else(|v| {
             let kinds: Vec<String> = log
                 .iter()
                 .map(|e| format!("{} {} {}", e.seq, e.kind(), e.job_run_id))
                 .collect();
             panic!("node {node}: {v}\n{}", kinds.join("\n"))
         });
+        // Every run of the node ends in its record: a lost node's open runs
+        // are closed by the orchestrator.
+        let open: Vec<_> = state.runs().filter(|r| !r.state.is_terminal()).collect();
+        assert!(open.is_empty(), "node {node} leaves runs open: {open:?}");
     }
     nodes
 }

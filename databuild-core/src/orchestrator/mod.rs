@@ -500,7 +500,7 @@ impl Inner {
     /// (`None` for an empty batch, which is not stored).
     pub(crate) async fn commit_range(
         &self,
-        events: Vec<BuildEvent>,
+        mut events: Vec<BuildEvent>,
     ) -> Result<Option<crate::bel::SeqRange>, BuildError> {
         if events.is_empty() {
             return Ok(None);
@@ -510,10 +510,32 @@ impl Inner {
         // The batch is checked and applied apart (work in proportion to the
         // batch), stored, then merged: the state only ever holds what the
         // log holds.
-        let overlay = self
+        let mut overlay = self
             .lock_state()
             .overlay(&events)
             .map_err(BuildError::Violation)?;
+        // A node agent's run that ends without success closes what the
+        // node left open, in the same batch (written once, here, for every
+        // path a run ends by).
+        let closing: Vec<BuildEvent> = events
+            .iter()
+            .filter(|e| {
+                e.origin.is_none()
+                    && matches!(
+                        e.event,
+                        Some(
+                            Event::JobRunFailed(_)
+                                | Event::JobRunLost(_)
+                                | Event::JobRunCanceled(_)
+                        )
+                    )
+            })
+            .flat_map(|e| overlay.close_node(&e.job_run_id, e.timestamp_ns))
+            .collect();
+        for c in &closing {
+            overlay.apply(c).map_err(BuildError::Violation)?;
+        }
+        events.extend(closing);
         let statuses = BuildState::status_positions(&events);
         let range = if self.bel.keeps_state() {
             let rows = overlay.delta_rows(&statuses);

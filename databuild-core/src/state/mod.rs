@@ -120,6 +120,51 @@ pub struct JobRun {
     /// For a run a node agent ran (its subplan): the seq on the node of
     /// the last event relayed from it, 0 before the first.
     pub relayed_seq: u64,
+    /// The node's runs its relayed events leave open, by id: when this run
+    /// ends without them, the orchestrator closes them (Lost, or Canceled
+    /// when they had not started), numbered after the node's last event.
+    pub relayed_open: BTreeMap<String, RelayedRun>,
+}
+
+/// A run on a node agent that its relayed events leave open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedRun {
+    /// The request on the node that runs it.
+    pub build_request_id: String,
+    /// Where it is.
+    pub phase: RelayedPhase,
+}
+
+/// How far a run on a node agent got, as its relayed events tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayedPhase {
+    /// Queued, not launched.
+    Queued,
+    /// Scheduled or running.
+    Launched,
+    /// Its task ended; its outcome is not recorded yet.
+    Ending,
+}
+
+impl RelayedPhase {
+    /// The phase's code in stored rows.
+    pub fn code(self) -> u32 {
+        match self {
+            RelayedPhase::Queued => 1,
+            RelayedPhase::Launched => 2,
+            RelayedPhase::Ending => 3,
+        }
+    }
+
+    /// The phase with `code`, if it is one.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            1 => RelayedPhase::Queued,
+            2 => RelayedPhase::Launched,
+            3 => RelayedPhase::Ending,
+            _ => return None,
+        })
+    }
 }
 
 /// Where a build request is.
@@ -582,6 +627,7 @@ impl BuildState {
                     .collect(),
                 failure: None,
                 relayed_seq: 0,
+                relayed_open: BTreeMap::new(),
             },
         );
         Ok(())
@@ -611,7 +657,82 @@ impl BuildState {
             ));
         }
         run.relayed_seq = origin.seq;
+        let inner = e.job_run_id.as_str();
+        let phase = match &e.event {
+            Some(Event::JobRunQueued(_)) => Some(RelayedPhase::Queued),
+            Some(Event::JobScheduled(s)) => {
+                if let Some(r) = run.relayed_open.get_mut(&s.job_run_id) {
+                    r.phase = RelayedPhase::Launched;
+                }
+                None
+            }
+            Some(Event::JobRunRunning(_)) => Some(RelayedPhase::Launched),
+            Some(
+                Event::JobRunTaskSucceeded(_)
+                | Event::JobRunTaskFailed(_)
+                | Event::JobRunConfigInvalid(_)
+                | Event::JobRunLaunchFailed(_)
+                | Event::JobRunMetadataFailed(_),
+            ) => Some(RelayedPhase::Ending),
+            Some(
+                Event::JobRunSucceeded(_)
+                | Event::JobRunFailed(_)
+                | Event::JobRunCanceled(_)
+                | Event::JobRunLost(_)
+                | Event::JobRunMissingDeps(_),
+            ) => {
+                run.relayed_open.remove(inner);
+                None
+            }
+            _ => None,
+        };
+        if let Some(phase) = phase
+            && !inner.is_empty()
+        {
+            run.relayed_open
+                .entry(inner.to_owned())
+                .and_modify(|r| r.phase = phase)
+                .or_insert_with(|| RelayedRun {
+                    build_request_id: e.build_request_id.clone(),
+                    phase,
+                });
+        }
         Ok(())
+    }
+
+    /// The events that close what a node left open when its run ends
+    /// without it (its agent killed, silent or gone): each of the node's
+    /// open runs is Lost (Canceled when it had not started, or its task had
+    /// ended), numbered after the node's last relayed event, at `now_ns`.
+    pub fn close_node(&self, node: &str, now_ns: i64) -> Vec<BuildEvent> {
+        let Some(run) = self.runs.get(node) else {
+            return Vec::new();
+        };
+        run.relayed_open
+            .iter()
+            .enumerate()
+            .map(|(i, (id, open))| {
+                let event = match open.phase {
+                    RelayedPhase::Launched => Event::JobRunLost(proto::JobRunLost {
+                        last_seen_ns: run.last_seen_ns,
+                    }),
+                    RelayedPhase::Queued | RelayedPhase::Ending => {
+                        Event::JobRunCanceled(proto::JobRunCanceled {
+                            reason: format!("its node (run {node}) was lost"),
+                            source: proto::CancelSource::Shutdown as i32,
+                        })
+                    }
+                };
+                let mut e = BuildEvent::at(now_ns, event)
+                    .for_request(&open.build_request_id)
+                    .for_job_run(id);
+                e.origin = Some(proto::EventOrigin {
+                    node: node.to_owned(),
+                    seq: run.relayed_seq + 1 + i as u64,
+                });
+                e
+            })
+            .collect()
     }
 
     fn known_run(&mut self, e: &BuildEvent, id: &str) -> Result<&mut JobRun, Violation> {

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::{BuildRequest, BuildState, CatalogEntry, JobRun, LoadError, RequestState, RunState};
+use super::{
+    BuildRequest, BuildState, CatalogEntry, JobRun, LoadError, RelayedPhase, RelayedRun,
+    RequestState, RunState,
+};
 use crate::bel::{PartitionRow, RequestRow, RunRow, StateRows};
 use crate::orchestrator::BuildOptions;
 use crate::partition::PartitionRef;
@@ -87,6 +90,15 @@ fn run_row(run: &JobRun) -> RunRow {
         waiters: run.waiters.iter().cloned().collect(),
         failure: run.failure.clone(),
         relayed_seq: run.relayed_seq,
+        relayed_open: run
+            .relayed_open
+            .iter()
+            .map(|(id, r)| proto::RelayedRun {
+                job_run_id: id.clone(),
+                build_request_id: r.build_request_id.clone(),
+                phase: r.phase.code(),
+            })
+            .collect(),
     };
     // The task goes in as field 2 from the shared copy (no clone of it).
     let mut bytes = Vec::with_capacity(record.encoded_len() + run.task.encoded_len() + 4);
@@ -202,6 +214,22 @@ impl BuildState {
                 waiters: r.waiters.into_iter().collect::<BTreeSet<_>>(),
                 failure: r.failure,
                 relayed_seq: r.relayed_seq,
+                relayed_open: r
+                    .relayed_open
+                    .into_iter()
+                    .map(|o| {
+                        let phase = RelayedPhase::from_code(o.phase).ok_or_else(|| {
+                            damaged(what(), format!("unknown relayed phase code {}", o.phase))
+                        })?;
+                        Ok((
+                            o.job_run_id,
+                            RelayedRun {
+                                build_request_id: o.build_request_id,
+                                phase,
+                            },
+                        ))
+                    })
+                    .collect::<Result<_, LoadError>>()?,
             };
             state.runs.insert(run.job_run_id.clone(), run);
         }
