@@ -47,8 +47,17 @@
 //! timeout), and its result's combined log (every task's stdout and stderr
 //! and the agent's own entries, by time, each line prefixed with its source)
 //! into the run's log. An agent that ends without a result (killed, or its
-//! engine gone) is a lost node: a retryable failure. A retry of any run
-//! goes to another engine than its previous attempt when one can take it.
+//! engine gone) is a lost node: a retryable failure; the orchestrator
+//! closes the runs the node left open in its record (Lost, or Canceled
+//! before launch), and the retry's subplan leaves out the partitions the
+//! lost agent reported built. A retry of any run goes to another engine
+//! than its previous attempt when one can take it.
+//!
+//! Heartbeats: a running container's stats are sampled every 5 s (keep
+//! the orchestrator's `liveness_timeout` well above that); an agent's are
+//! its keep-alives (`DATABUILD_KEEPALIVE_INTERVAL` in its environment).
+//! The agent keeps its tasks' logs and run files on the container's
+//! `/dev/shm` (64 MiB unless the engine is told otherwise).
 //!
 //! Images are never pulled by default ([`PullPolicy::Never`]): a missing
 //! image is a launch error naming it. An engine that does not answer at
