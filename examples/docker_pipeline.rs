@@ -18,12 +18,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bollard::Docker;
-use bollard::query_parameters::CreateImageOptionsBuilder;
 use databuild_bel_sqlite::SqliteBel;
 use databuild_core::{Orchestrator, PartitionRef};
+use databuild_examples::image;
 use databuild_executor_docker::{DockerConfig, DockerExecutor, EngineConfig};
-use futures::StreamExt;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -77,8 +75,8 @@ async fn run(socket: &Path, home: &Path, requested: &[PartitionRef]) -> Result<(
     };
 
     // 2. The job program, static, in an image of its own.
-    let program = static_pipeline()?;
-    import_image(socket, &program).await?;
+    let program = image::static_build(&["--example", "pipeline"], "examples/pipeline")?;
+    image::import(socket, IMAGE, &[(&program, &program)]).await?;
     println!("image {IMAGE} holds {}", program.display());
 
     // 3. The build.
@@ -114,77 +112,4 @@ async fn run(socket: &Path, home: &Path, requested: &[PartitionRef]) -> Result<(
     } else {
         Err("the build failed".into())
     }
-}
-
-/// Builds the `pipeline` example with the C runtime linked in, so that it
-/// runs in an image with nothing else, and returns its path.
-fn static_pipeline() -> Result<PathBuf, Error> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("no workspace")?
-        .to_path_buf();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace.join("target"), PathBuf::from)
-        .join("static");
-    let triple = "x86_64-unknown-linux-gnu";
-    println!("building the pipeline program as a static binary (the first time takes a while)");
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&workspace)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "databuild-examples",
-                "--example",
-                "pipeline",
-            ])
-            .args(["--target", triple])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()?;
-    if !status.success() {
-        return Err(format!("building the static pipeline program failed ({status})").into());
-    }
-    Ok(target_dir.join(triple).join("debug/examples/pipeline"))
-}
-
-/// `docker import`: an image whose only file is `program`, at its own path.
-async fn import_image(socket: &Path, program: &Path) -> Result<(), Error> {
-    let bytes = std::fs::read(program)?;
-    let inside = program.strip_prefix("/")?;
-    let mut archive = tar::Builder::new(Vec::new());
-    // Its directories first, then the program as one plain file.
-    let mut dirs: Vec<&Path> = inside.ancestors().skip(1).collect();
-    dirs.reverse();
-    for dir in dirs.into_iter().filter(|d| !d.as_os_str().is_empty()) {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_size(0);
-        archive.append_data(&mut header, dir, std::io::empty())?;
-    }
-    let mut header = tar::Header::new_gnu();
-    header.set_mode(0o755);
-    header.set_size(bytes.len() as u64);
-    archive.append_data(&mut header, inside, bytes.as_slice())?;
-    let tarball = archive.into_inner()?;
-    let docker =
-        Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)?
-            .negotiate_version()
-            .await?;
-    let options = CreateImageOptionsBuilder::new()
-        .from_src("-")
-        .repo(IMAGE)
-        .build();
-    let mut progress = docker.create_image(
-        Some(options),
-        Some(bollard::body_full(tarball.into())),
-        None,
-    );
-    while let Some(step) = progress.next().await {
-        step?;
-    }
-    Ok(())
 }

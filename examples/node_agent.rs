@@ -22,17 +22,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bollard::Docker;
-use bollard::query_parameters::CreateImageOptionsBuilder;
 use databuild_bel_sqlite::SqliteBel;
 use databuild_cli::graph_file::GraphFile;
 use databuild_cli::routing::Routed;
 use databuild_core::bel::{BelSink, Event, EventFilter};
 use databuild_core::{Executor, Graph, Orchestrator, PartitionRef, ProcessJob, SubgraphJob};
-use databuild_examples::pipeline;
+use databuild_examples::{image, pipeline};
 use databuild_executor_docker::{DockerConfig, DockerExecutor, EngineConfig};
 use databuild_executor_local::{LocalConfig, LocalExecutor};
-use futures::StreamExt;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -104,10 +101,15 @@ async fn run(sockets: &[PathBuf], home: &Path, requested: &[PartitionRef]) -> Re
     }
 
     // 2. The image: the pipeline program and the agent, both static.
-    let program = static_build(&["--example", "pipeline"], "examples/pipeline")?;
-    let agent = static_build(&["-p", "databuild-cli", "--bin", "databuild"], "databuild")?;
+    let program = image::static_build(&["--example", "pipeline"], "examples/pipeline")?;
+    let agent = image::static_build(&["-p", "databuild-cli", "--bin", "databuild"], "databuild")?;
     for s in sockets {
-        import_image(s, &program, &agent).await?;
+        image::import(
+            s,
+            IMAGE,
+            &[(&program, &program), (&agent, Path::new(AGENT))],
+        )
+        .await?;
     }
     println!("image {IMAGE} holds {} and {AGENT}", program.display());
 
@@ -211,87 +213,4 @@ fn agent_graph_file(program: &Path, data: &Path) -> String {
         }
     }
     text
-}
-
-/// Builds with the C runtime linked in (so the result runs in an image
-/// with nothing else) and returns the binary's path.
-fn static_build(what: &[&str], output: &str) -> Result<PathBuf, Error> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("no workspace")?
-        .to_path_buf();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace.join("target"), PathBuf::from)
-        .join("static");
-    let triple = "x86_64-unknown-linux-gnu";
-    println!("building {output} as a static binary (the first time takes a while)");
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&workspace)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args(["build", "-q"])
-            .args(what)
-            .args(["--target", triple])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()?;
-    if !status.success() {
-        return Err(format!("building {output} as a static binary failed ({status})").into());
-    }
-    Ok(target_dir.join(triple).join("debug").join(output))
-}
-
-/// `docker import` on `socket`: the pipeline program at its own path and
-/// the agent at [`AGENT`], nothing else.
-async fn import_image(socket: &Path, program: &Path, agent: &Path) -> Result<(), Error> {
-    let mut archive = tar::Builder::new(Vec::new());
-    let mut dirs = std::collections::BTreeSet::new();
-    let files = [
-        (
-            program.strip_prefix("/")?.to_path_buf(),
-            std::fs::read(program)?,
-        ),
-        (PathBuf::from(&AGENT[1..]), std::fs::read(agent)?),
-    ];
-    for (inside, _) in &files {
-        dirs.extend(
-            inside
-                .ancestors()
-                .skip(1)
-                .filter(|d| !d.as_os_str().is_empty())
-                .map(Path::to_path_buf),
-        );
-    }
-    // Parents first (a set of paths sorts them so).
-    for dir in dirs {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_size(0);
-        archive.append_data(&mut header, dir, std::io::empty())?;
-    }
-    for (inside, bytes) in &files {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(0o755);
-        header.set_size(bytes.len() as u64);
-        archive.append_data(&mut header, inside, bytes.as_slice())?;
-    }
-    let tarball = archive.into_inner()?;
-    let docker =
-        Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)?
-            .negotiate_version()
-            .await?;
-    let options = CreateImageOptionsBuilder::new()
-        .from_src("-")
-        .repo(IMAGE)
-        .build();
-    let mut progress = docker.create_image(
-        Some(options),
-        Some(bollard::body_full(tarball.into())),
-        None,
-    );
-    while let Some(step) = progress.next().await {
-        step?;
-    }
-    Ok(())
 }

@@ -1,6 +1,8 @@
 //! Example graphs for databuild, shared by the runnable examples (the
 //! `[[example]]` targets) and their tests.
 
+pub mod image;
+
 pub mod reviews {
     //! Reviews: raw daily reviews, daily summaries, weekly reports.
 
