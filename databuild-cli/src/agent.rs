@@ -73,6 +73,14 @@ pub async fn run(env: &HashMap<String, String>) -> Result<ExitCode, CliError> {
     let graph_path = PathBuf::from(get("DATABUILD_GRAPH", "/databuild/databuild.toml"));
     let file = GraphFile::read(&graph_path)?;
     let graph = file.graph()?;
+    // The jobs' directory (the graph file's, unless they name another)
+    // becomes the agent's own, so the local executor need not set it per
+    // task: a static agent then spawns tasks without forking.
+    if let Some(first) = file.jobs.first()
+        && file.jobs.iter().all(|j| j.working_dir == first.working_dir)
+    {
+        let _ = std::env::set_current_dir(&first.working_dir);
+    }
     let plan = crate::saved_plan::load(&plan_path, &graph)?;
     let state_dir = match env.get("DATABUILD_STATE_DIR").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d),
@@ -148,9 +156,15 @@ pub async fn run(env: &HashMap<String, String>) -> Result<ExitCode, CliError> {
     let mut manifests = Vec::new();
     for e in bel.read(0, &EventFilter::all(), usize::MAX).await? {
         if let Some(databuild_core::bel::Event::JobRunSucceeded(s)) = &e.event {
+            // Without the task it ran (the relayed events have it).
+            let manifest = s.manifest.as_deref().map(|m| {
+                let mut m = m.clone();
+                m.task = None;
+                m
+            });
             manifests.push(json!({
                 "job_run_id": e.job_run_id,
-                "manifest": serde_json::to_value(&s.manifest).unwrap_or(Value::Null),
+                "manifest": serde_json::to_value(&manifest).unwrap_or(Value::Null),
             }));
         }
         if e.seq <= last {

@@ -431,7 +431,13 @@ impl Executor for LocalExecutor {
             .envs(&spec.config.env)
             .envs(spec.databuild_env())
             .env("DATABUILD_CONFIG_FILE", &config_file.0);
-        if let Some(dir) = &launch.working_dir {
+        // A directory the process is in already is not set again: with one
+        // set, the standard library cannot spawn with `posix_spawn` in a
+        // statically linked glibc binary (the node agent in its image) and
+        // forks instead, which costs more the larger the process.
+        if let Some(dir) = &launch.working_dir
+            && std::env::current_dir().ok().as_deref() != Some(dir.as_path())
+        {
             command.current_dir(dir);
         }
         let mut child = match command.spawn() {
