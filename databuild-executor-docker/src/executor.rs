@@ -521,7 +521,12 @@ impl Executor for DockerExecutor {
                     .and_then(|()| std::fs::create_dir_all(&logs_dir)),
             });
         written.map_err(|e| {
-            Inner::launch_error(&spec, format!("{}: {e}", config_file.display()), true)
+            let file = if agent.is_some() {
+                &plan_file
+            } else {
+                &config_file
+            };
+            Inner::launch_error(&spec, format!("{}: {e}", file.display()), true)
         })?;
         // The graph file an agent reads (uploaded to a remote engine).
         let graph_file = match agent.as_ref().and_then(|(s, _)| s.graph_file.as_ref()) {
