@@ -523,7 +523,7 @@ async fn a_paused_agent_falls_silent_and_its_run_is_lost_then_retried() {
     let executor = Arc::new(DockerExecutor::connect(world.config.clone()).await.unwrap());
     let bel = MemoryBel::new();
     let o = world
-        .orchestrator(&executor, &bel, Duration::from_secs(2))
+        .orchestrator(&executor, &bel, Duration::from_secs(5))
         .await;
     let build = o.start(&[r("c/19")], BuildOptions::default());
     let node = wait_for_node(&bel, 3).await;
