@@ -45,9 +45,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use databuild_core::bel::Event;
 use databuild_core::executor::LogRecord;
 use databuild_core::settings::Settings;
-use databuild_core::{BelSink, BuildOptions, EventFilter, MemoryBel, Orchestrator};
+use databuild_core::{BelSink, BuildEvent, BuildOptions, EventFilter, MemoryBel, Orchestrator};
 use databuild_executor_local::{LocalConfig, LocalExecutor};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -63,6 +64,24 @@ fn line(out: &mut impl Write, value: &Value) {
     // work: the result is still computed.
     let _ = writeln!(out, "{value}");
     let _ = out.flush();
+}
+
+/// Streams one event, and keeps its manifest if it is a run's success
+/// (without the task it ran: the streamed event has it).
+fn relay(out: &mut impl Write, e: &BuildEvent, manifests: &mut Vec<Value>) {
+    if let Some(Event::JobRunSucceeded(s)) = &e.event {
+        let manifest = s.manifest.as_deref().map(|m| {
+            let mut m = m.clone();
+            m.task = None;
+            m
+        });
+        manifests.push(json!({
+            "job_run_id": e.job_run_id,
+            "manifest": serde_json::to_value(&manifest).unwrap_or(Value::Null),
+        }));
+    }
+    let event = serde_json::to_value(e).unwrap_or(Value::Null);
+    line(out, &json!({"type": "event", "seq": e.seq, "event": event}));
 }
 
 /// Runs the agent with the process environment `env`.
@@ -137,13 +156,13 @@ pub async fn run(env: &HashMap<String, String>) -> Result<ExitCode, CliError> {
     let outcome = handle.outcome();
     tokio::pin!(outcome);
     let mut last = 0u64;
+    let mut manifests = Vec::new();
     let outcome = loop {
         tokio::select! {
             biased;
             Some(Ok(e)) = events.next() => {
                 last = e.seq;
-                let event = serde_json::to_value(&e).unwrap_or(Value::Null);
-                line(&mut out, &json!({"type": "event", "seq": e.seq, "event": event}));
+                relay(&mut out, &e, &mut manifests);
             }
             _ = keepalive.tick() => {
                 line(&mut out, &json!({"type": "keepalive", "at_ns": now()}));
@@ -153,28 +172,8 @@ pub async fn run(env: &HashMap<String, String>) -> Result<ExitCode, CliError> {
     };
     // The events the end wrote, before the result.
     drop(events);
-    let mut manifests = Vec::new();
-    for e in bel.read(0, &EventFilter::all(), usize::MAX).await? {
-        if let Some(databuild_core::bel::Event::JobRunSucceeded(s)) = &e.event {
-            // Without the task it ran (the relayed events have it).
-            let manifest = s.manifest.as_deref().map(|m| {
-                let mut m = m.clone();
-                m.task = None;
-                m
-            });
-            manifests.push(json!({
-                "job_run_id": e.job_run_id,
-                "manifest": serde_json::to_value(&manifest).unwrap_or(Value::Null),
-            }));
-        }
-        if e.seq <= last {
-            continue;
-        }
-        let event = serde_json::to_value(&e).unwrap_or(Value::Null);
-        line(
-            &mut out,
-            &json!({"type": "event", "seq": e.seq, "event": event}),
-        );
+    for e in bel.read(last, &EventFilter::all(), usize::MAX).await? {
+        relay(&mut out, &e, &mut manifests);
     }
     let (succeeded, partitions) = match &outcome {
         Ok(o) => {

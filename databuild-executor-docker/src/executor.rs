@@ -74,12 +74,20 @@ struct Inner {
     removing: Mutex<std::collections::HashSet<String>>,
     /// Engines that stopped answering or came back.
     health: tokio::sync::broadcast::Sender<HealthReport>,
-    /// The engine each run was placed on, kept past its end so that its
-    /// retry goes to another engine when one can take it.
-    placed: Mutex<HashMap<String, usize>>,
-    /// Per node agent run: the partitions its agent reported built. Kept
-    /// past a failed run's end, so that its retry's subplan leaves them out.
-    node_built: Mutex<HashMap<String, crate::agent::Built>>,
+    /// What a run leaves for its retry, kept past a failed run's end until
+    /// the retry is launched (dropped when the run succeeds).
+    past: Mutex<HashMap<String, Past>>,
+}
+
+/// What a run's retry needs of it.
+#[derive(Debug)]
+struct Past {
+    /// The engine it was placed on: the retry goes to another one when one
+    /// can take it.
+    engine: usize,
+    /// For a node agent's run, the partitions its agent reported built: the
+    /// retry's subplan leaves them out.
+    built: crate::agent::Built,
 }
 
 /// A run this executor launched or re-attached.
@@ -157,8 +165,7 @@ impl DockerExecutor {
             runs: Mutex::default(),
             removing: Mutex::default(),
             health: tokio::sync::broadcast::channel(64).0,
-            placed: Mutex::default(),
-            node_built: Mutex::default(),
+            past: Mutex::default(),
         });
         tokio::spawn(keepalive(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -260,12 +267,8 @@ impl Inner {
             })
     }
 
-    fn placed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.placed.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn node_built(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::agent::Built>> {
-        self.node_built.lock().unwrap_or_else(|e| e.into_inner())
+    fn past(&self) -> std::sync::MutexGuard<'_, HashMap<String, Past>> {
+        self.past.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where a node agent's plan goes on this host.
@@ -384,7 +387,15 @@ impl Inner {
     ) -> RunUpdates {
         let (tx, rx) = mpsc::unbounded_channel();
         let e = &self.engines[engine];
-        self.placed().insert(job_run_id.to_owned(), engine);
+        let built = {
+            let mut past = self.past();
+            let past = past.entry(job_run_id.to_owned()).or_insert_with(|| Past {
+                engine,
+                built: crate::agent::Built::default(),
+            });
+            past.engine = engine;
+            Arc::clone(&past.built)
+        };
         let _ = tx.send(RunUpdate::Running {
             handle: format!("docker:{}/{job_run_id}", e.name),
         });
@@ -403,7 +414,7 @@ impl Inner {
                 crate::agent::AgentStream::new(
                     job_run_id.to_owned(),
                     (!e.remote).then(|| self.agent_logs_dir(job_run_id)),
-                    Arc::clone(self.node_built().entry(job_run_id.to_owned()).or_default()),
+                    built,
                 )
             }),
         };
@@ -424,6 +435,10 @@ impl Executor for DockerExecutor {
 
     async fn launch(&self, spec: JobRunSpec) -> Result<RunUpdates, ExecutorError> {
         let inner = &self.inner;
+        let previous = spec
+            .previous_job_run_id
+            .as_ref()
+            .and_then(|p| inner.past().remove(p));
         // What runs: a job (its argv, `exec` and the config's args), or a
         // node agent with its subplan and graph file.
         let (image, entrypoint, cmd, launch_env, working_dir, agent) = match &spec.launch {
@@ -444,20 +459,13 @@ impl Executor for DockerExecutor {
                     .map_err(|reason| Inner::launch_error(&spec, reason, false))?;
                 // A retry after a lost node: what that node's agent finished
                 // is not run again (the partitions exist).
-                let carried = spec
-                    .previous_job_run_id
-                    .as_ref()
-                    .and_then(|p| inner.node_built().remove(p));
-                if let Some(built) = carried {
-                    let set = built.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(p) = &previous {
+                    let set = p.built.lock().unwrap_or_else(|e| e.into_inner());
                     if !set.is_empty() {
-                        plan = databuild_core::plan::cut_saved(&plan, |p| set.contains(p.as_str()))
+                        plan = databuild_core::plan::cut_saved(&plan, |r| set.contains(r.as_str()))
                             .map_err(|e| Inner::launch_error(&spec, e.to_string(), false))?;
                         tracing::info!(job_run_id = %spec.job_run_id, finished = set.len(), "the previous node's finished partitions are left out of the retry's subplan");
                     }
-                    inner
-                        .node_built()
-                        .insert(spec.job_run_id.clone(), Arc::new(Mutex::new(set)));
                 }
                 (
                     s.image.clone(),
@@ -543,10 +551,7 @@ impl Executor for DockerExecutor {
             None => None,
         };
 
-        let avoid = spec
-            .previous_job_run_id
-            .as_ref()
-            .and_then(|p| inner.placed().remove(p));
+        let avoid = previous.as_ref().map(|p| p.engine);
         let Some(engine_index) = inner.pick(&spec.config.hints.label_requirements, avoid) else {
             return Err(Inner::launch_error(
                 &spec,
@@ -558,6 +563,14 @@ impl Executor for DockerExecutor {
             ));
         };
         let engine = &inner.engines[engine_index];
+        // What the previous attempts' agents built stays known to the next.
+        inner.past().insert(
+            spec.job_run_id.clone(),
+            Past {
+                engine: engine_index,
+                built: previous.map(|p| p.built).unwrap_or_default(),
+            },
+        );
         // An engine over TCP shares no file system with us: the config file
         // (or an agent's plan and graph file) goes in by upload, and the
         // scratch directory is not shared.
@@ -957,8 +970,8 @@ impl Executor for DockerExecutor {
             .and_then(|r| *r.failed.lock().unwrap_or_else(|e| e.into_inner()))
             .unwrap_or(false);
         if !failed {
-            // Its retry, if any, is not waiting on what it built.
-            inner.node_built().remove(job_run_id);
+            // No retry will ask what it leaves.
+            inner.past().remove(job_run_id);
         }
         if failed && inner.config.keep_failed {
             return Ok(());

@@ -208,40 +208,42 @@ impl Watch {
         loop {
             tokio::select! {
                 chunk = output.next() => match chunk {
-                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message }))
-                        if self.agent.is_some() =>
-                    {
-                        let (log, updates) = (&mut self.log, &self.updates);
-                        let agent = self.agent.as_mut().unwrap_or_else(|| unreachable!("checked"));
-                        let log_failed = &mut r.log_failed;
-                        let mut batch = Vec::new();
-                        r.out.push(&message, |line, _| {
-                            if let Err(e) = agent.stdout_line(line, &mut batch, log, updates) {
-                                log_failed.get_or_insert(e);
-                            }
-                        });
-                        if !batch.is_empty() {
-                            let _ = updates.send(RunUpdate::NodeEvents(batch));
-                        }
-                    }
                     Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
                         let log = &mut self.log;
                         let updates = &self.updates;
-                        let (scanner, log_failed) = (&mut r.scanner, &mut r.log_failed);
-                        r.out.push(&message, |line, partial| {
-                            match scanner.line(line) {
-                                LineKind::Output => {
-                                    if let Err(e) = log.write(Stream::Stdout, line, partial) {
+                        let log_failed = &mut r.log_failed;
+                        match self.agent.as_mut() {
+                            // An agent's stream: its framing, its events
+                            // relayed a chunk at a time.
+                            Some(agent) => {
+                                let mut batch = Vec::new();
+                                r.out.push(&message, |line, _| {
+                                    if let Err(e) = agent.stdout_line(line, &mut batch, log, updates) {
                                         log_failed.get_or_insert(e);
                                     }
-                                    let _ = updates.send(RunUpdate::Heartbeat { cpu_ms: None, rss_bytes: None });
+                                });
+                                if !batch.is_empty() {
+                                    let _ = updates.send(RunUpdate::NodeEvents(batch));
                                 }
-                                LineKind::Heartbeat => {
-                                    let _ = updates.send(RunUpdate::Heartbeat { cpu_ms: None, rss_bytes: None });
-                                }
-                                LineKind::Marker => {}
                             }
-                        });
+                            None => {
+                                let scanner = &mut r.scanner;
+                                r.out.push(&message, |line, partial| {
+                                    match scanner.line(line) {
+                                        LineKind::Output => {
+                                            if let Err(e) = log.write(Stream::Stdout, line, partial) {
+                                                log_failed.get_or_insert(e);
+                                            }
+                                            let _ = updates.send(RunUpdate::Heartbeat { cpu_ms: None, rss_bytes: None });
+                                        }
+                                        LineKind::Heartbeat => {
+                                            let _ = updates.send(RunUpdate::Heartbeat { cpu_ms: None, rss_bytes: None });
+                                        }
+                                        LineKind::Marker => {}
+                                    }
+                                });
+                            }
+                        }
                     }
                     Some(Ok(LogOutput::StdErr { message })) => {
                         let log = &mut self.log;

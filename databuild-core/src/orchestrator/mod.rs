@@ -470,8 +470,6 @@ impl Inner {
         });
     }
 
-    /// Applies events to the build state (refusing what the diagrams do not
-    /// allow), then appends them as one batch.
     /// Of the events node `node` (a run) relayed, those not recorded yet,
     /// in the node's order, ready to append: a re-attached agent's stream
     /// starts again from its first event, and each event is recorded once.
@@ -492,6 +490,8 @@ impl Inner {
         fresh
     }
 
+    /// Applies events to the build state (refusing what the diagrams do not
+    /// allow), then appends them as one batch.
     pub(crate) async fn commit(&self, events: Vec<BuildEvent>) -> Result<(), BuildError> {
         self.commit_range(events).await.map(|_| ())
     }
