@@ -10,9 +10,11 @@
 //! which the joiner then attaches to and waits for, as for any partition
 //! another request builds.
 
-use tokio::sync::{oneshot, watch};
+use std::sync::Arc;
 
-use super::TaskEnd;
+use tokio::sync::oneshot;
+
+use super::claims::Claim;
 use crate::partition::PartitionRef;
 
 /// One job's open buffer.
@@ -60,6 +62,6 @@ pub(crate) struct Covered {
     pub(crate) run: String,
     /// The request that runs it.
     pub(crate) owner: String,
-    /// How the run's task ends.
-    pub(crate) end: watch::Receiver<TaskEnd>,
+    /// The claim of the run's task: the joiner waits on it.
+    pub(crate) claim: Arc<Claim>,
 }

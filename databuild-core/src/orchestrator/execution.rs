@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::buffer::{Buffer, Covered, Joiner};
+use super::claims::{Claim, release};
 use super::recovery::{Resume, Takeover, outputs};
 use super::run::{Build, Route, Routed, backoff, status_events};
 use super::slots::Grant;
@@ -48,6 +49,10 @@ pub(crate) enum Control {
     CancelRun { job_run_id: String, reason: String },
     /// Flush its buffer of this job now: another request filled the batch.
     FlushBuffer { job: String },
+    /// The last live request waiting for this partition, which the request
+    /// builds, stopped waiting: a request that is ending and kept its run
+    /// only for the waiters lets it go.
+    Unwaited { partition: PartitionRef },
 }
 
 /// Where a task of the plan is.
@@ -208,8 +213,23 @@ pub(super) struct Execution<'a> {
     /// Events that ride with the next commit (`RemainingJobs`).
     pending: Vec<BuildEvent>,
     scratch: Option<PathBuf>,
-    /// How this request's tasks end, for requests that wait on them.
-    published: HashMap<usize, Arc<watch::Sender<TaskEnd>>>,
+    /// This request's claims, by task: how they end, for requests that
+    /// wait on them.
+    published: HashMap<usize, Arc<Claim>>,
+    /// Tasks to queue (or buffer), decided at the next commit: each is
+    /// built here, waited for, or found built (see `claims`).
+    claiming: Vec<TaskId>,
+    /// Partitions the plan found being built elsewhere (a hint), decided
+    /// at the next commit.
+    hinted: Vec<PartitionRef>,
+    /// Claims of other requests this one waits on.
+    joined: Vec<Arc<Claim>>,
+    /// Partitions the plan found being built that were neither claimed nor
+    /// built when decided: built here.
+    orphaned: HashSet<PartitionRef>,
+    /// The catalog's last seq when the request began to plan: a partition
+    /// available since was built by another request meanwhile.
+    planned_from: u64,
     /// Partitions another request is building, and this request's tasks
     /// that wait for them.
     external: HashMap<PartitionRef, Vec<TaskId>>,
@@ -284,6 +304,7 @@ impl Drop for Execution<'_> {
                 TaskEnd::Failed("the request building it ended first".into()),
             );
         }
+        self.leave_claims();
     }
 }
 
@@ -293,6 +314,7 @@ impl<'a> Execution<'a> {
         plan: JobGraph,
         routes: Vec<Route>,
         control: Option<mpsc::UnboundedReceiver<Control>>,
+        planned_from: u64,
     ) -> Self {
         let tasks = routes
             .into_iter()
@@ -326,6 +348,11 @@ impl<'a> Execution<'a> {
             scratch: None,
             updates: SelectAll::new(),
             published: HashMap::new(),
+            claiming: Vec::new(),
+            hinted: Vec::new(),
+            joined: Vec::new(),
+            orphaned: HashSet::new(),
+            planned_from,
             external: HashMap::new(),
             waits: FuturesUnordered::new(),
             attached: Vec::new(),
@@ -391,11 +418,11 @@ impl<'a> Execution<'a> {
                 apart.push(takeover);
                 continue;
             };
-            let Takeover { run, how, end } = takeover;
+            let Takeover { run, how, claim } = takeover;
             let id = run.job_run_id.clone();
             let waiting = self.tasks[task.index()].waiting_on;
             if waiting > 0 && !matches!(how, Resume::Attach(_)) {
-                apart.push(Takeover { run, how, end });
+                apart.push(Takeover { run, how, claim });
                 continue;
             }
             let state = &mut self.tasks[task.index()];
@@ -407,7 +434,7 @@ impl<'a> Execution<'a> {
                 Ok(r) => r.clone(),
                 Err(_) => unreachable!("task_of takes routed tasks only"),
             };
-            self.published.insert(task.index(), end);
+            self.published.insert(task.index(), claim);
             match how {
                 Resume::Queue => {
                     self.set_status(task, TaskStatus::Ready);
@@ -470,11 +497,22 @@ impl<'a> Execution<'a> {
         self.build.event(run, event)
     }
 
-    async fn commit(&mut self, mut events: Vec<BuildEvent>) -> Result<(), BuildError> {
+    /// Commits `events` (after the events that ride with the next
+    /// commit), taking first, in the same turn, the wait-or-build decisions
+    /// that came up (see [`settle`](Self::settle)).
+    async fn commit(&mut self, events: Vec<BuildEvent>) -> Result<(), BuildError> {
+        let inner = Arc::clone(&self.build.inner);
+        let _turn = inner.commit_lock.lock().await;
+        self.commit_in_turn(events).await
+    }
+
+    /// [`commit`](Self::commit) for a caller that holds the commit turn.
+    async fn commit_in_turn(&mut self, mut events: Vec<BuildEvent>) -> Result<(), BuildError> {
+        self.settle(&mut events);
         if !self.pending.is_empty() {
             events.splice(0..0, self.pending.drain(..));
         }
-        self.build.inner.commit(events).await
+        self.build.inner.commit_in_turn(events).await.map(|_| ())
     }
 
     pub(super) async fn run(mut self) -> Result<BuildOutcome, BuildError> {
@@ -502,7 +540,7 @@ impl<'a> Execution<'a> {
         let mut events = self.historical_delegations();
         // Partitions another live request is building are waited for, not
         // built again (delegation, seed 001).
-        self.delegate_in_progress(&mut events);
+        self.delegate_in_progress();
         // Unschedulable tasks (keep-going only) fail first.
         for i in 0..self.tasks.len() {
             if let Err(why) = &self.tasks[i].route {
@@ -522,7 +560,7 @@ impl<'a> Execution<'a> {
             }
         }
         for t in ready {
-            self.queue(t, &mut events);
+            self.queue(t);
         }
         self.commit(events).await?;
         self.arm(
@@ -578,11 +616,243 @@ impl<'a> Execution<'a> {
     }
 
     fn historical_delegations(&self) -> Vec<BuildEvent> {
+        self.delegations_to_built(self.plan.available())
+    }
+
+    fn finished(&self) -> bool {
+        self.own_buffers.is_empty()
+            && self.flush_now.is_empty()
+            && self.buffer_waits.is_empty()
+            && self.waits.is_empty()
+            && self.runs.is_empty()
+            && self.launching.is_empty()
+            && self.counts.backoff == 0
+            && self.counts.ready == 0
+            && self.claiming.is_empty()
+    }
+
+    fn arm(&mut self, after: Duration, timer: Timer) {
+        self.timers.insert((Instant::now() + after, timer));
+    }
+
+    /// Takes an extended plan and the states of its new tasks (routed,
+    /// waiting; the caller counts what they wait for).
+    fn grow(&mut self, plan: JobGraph, new_tasks: &[TaskId]) {
+        self.plan = plan;
+        for &t in new_tasks {
+            debug_assert_eq!(t.index(), self.tasks.len());
+            let route = self.build.route(self.plan.task(t));
+            self.tasks.push(TaskState::waiting(0, route));
+            self.counts.waiting += 1;
+        }
+    }
+
+    /// One input of each of `tasks` is built: those with nothing left to
+    /// wait for are queued (unless the request is ending).
+    fn inputs_ready(&mut self, tasks: Vec<TaskId>) {
+        for t in tasks {
+            let state = &mut self.tasks[t.index()];
+            state.waiting_on -= 1;
+            if state.waiting_on == 0 && state.status == TaskStatus::Waiting && self.ending.is_none()
+            {
+                self.queue(t);
+            }
+        }
+    }
+
+    /// A ready task: whether it is built here (a new run, or into its
+    /// job's buffer), waited for, or found built is decided at the next
+    /// commit (see [`settle`](Self::settle)).
+    fn queue(&mut self, task: TaskId) {
+        if !self.claiming.contains(&task) {
+            self.claiming.push(task);
+        }
+    }
+
+    /// The wait-or-build decisions of what came up since the last commit,
+    /// taken in the commit turn (no other commit, hence no other claim, in
+    /// between), into the batch about to be committed: first the
+    /// partitions the plan found being built elsewhere, then the tasks to
+    /// queue (deciding one may make others ready).
+    fn settle(&mut self, events: &mut Vec<BuildEvent>) {
+        for p in std::mem::take(&mut self.hinted) {
+            self.settle_hint(p, events);
+        }
+        while !self.claiming.is_empty() {
+            for t in std::mem::take(&mut self.claiming) {
+                if matches!(
+                    self.tasks[t.index()].status,
+                    TaskStatus::Waiting | TaskStatus::Backoff
+                ) {
+                    self.settle_task(t, events);
+                }
+            }
+        }
+    }
+
+    /// A partition the plan found being built by another request: its
+    /// readers wait for the claim on it; with no claim any more, it is
+    /// built (then they go on) or it is built here.
+    fn settle_hint(&mut self, partition: PartitionRef, events: &mut Vec<BuildEvent>) {
+        let inner = Arc::clone(&self.build.inner);
+        let claim = inner.building().get(&partition).cloned();
+        let end = match claim {
+            Some(claim) => {
+                let rx = self.join_claim(&partition, &claim, events);
+                self.wait(partition, rx);
+                return;
+            }
+            None => {
+                let available = inner
+                    .lock_state()
+                    .partition(&partition)
+                    .is_some_and(|e| e.status == PartitionStatus::Available);
+                if available {
+                    events.extend(self.delegations_to_built(std::slice::from_ref(&partition)));
+                    TaskEnd::Built
+                } else {
+                    self.orphaned.insert(partition.clone());
+                    TaskEnd::Failed(format!(
+                        "{partition} is neither built nor being built by a live request"
+                    ))
+                }
+            }
+        };
+        self.wait(partition, tokio::sync::watch::channel(end).1);
+    }
+
+    /// A ready task's decision: outputs another live request claimed are
+    /// waited for (the task is done when they are built); outputs all built
+    /// since this request began to plan need no run; otherwise this
+    /// request claims the outputs and queues a run (or buffers the task).
+    fn settle_task(&mut self, task: TaskId, events: &mut Vec<BuildEvent>) {
+        let inner = Arc::clone(&self.build.inner);
+        let outputs = self.plan.task(task).config.outputs.clone();
+        let foreign: Vec<(PartitionRef, Arc<Claim>)> = {
+            let building = inner.building();
+            outputs
+                .iter()
+                .filter_map(|o| {
+                    building
+                        .get(o)
+                        .filter(|c| c.owner != self.build.id)
+                        .map(|c| (o.clone(), Arc::clone(c)))
+                })
+                .collect()
+        };
+        if !foreign.is_empty() {
+            let requested: HashSet<&PartitionRef> = self.plan.requested().iter().collect();
+            let newly: Vec<PartitionRef> = foreign
+                .iter()
+                .filter(|(p, _)| requested.contains(p))
+                .map(|(p, _)| p.clone())
+                .collect();
+            self.delegated.extend(newly);
+            *self.cover_left.entry(task.index()).or_insert(0) += foreign.len() as u32;
+            for (partition, claim) in foreign {
+                let rx = self.join_claim(&partition, &claim, events);
+                self.covering.insert(partition.clone(), task);
+                self.external.insert(partition.clone(), Vec::new());
+                self.wait(partition, rx);
+            }
+            return;
+        }
+        let built_meanwhile = {
+            let state = inner.lock_state();
+            outputs.iter().all(|o| {
+                state.partition(o).is_some_and(|e| {
+                    e.status == PartitionStatus::Available && e.seq > self.planned_from
+                })
+            })
+        };
+        if built_meanwhile && !self.published.contains_key(&task.index()) {
+            events.extend(self.delegations_to_built(&outputs));
+            let requested: HashSet<&PartitionRef> = self.plan.requested().iter().collect();
+            let newly: Vec<PartitionRef> = outputs
+                .iter()
+                .filter(|p| requested.contains(p))
+                .cloned()
+                .collect();
+            self.delegated.extend(newly);
+            self.set_status(task, TaskStatus::Done);
+            let downstream: Vec<TaskId> = self.plan.downstream(task).map(|(d, _)| d).collect();
+            self.inputs_ready(downstream);
+            return;
+        }
+        match self.plan.task(task).config.hints.buffering {
+            Some(window) if !self.unbuffered.contains(&task.index()) => {
+                self.buffer(task, window, events);
+            }
+            _ => self.enqueue(task, events),
+        }
+    }
+
+    /// Joins another request's claim on `partition` as a waiter:
+    /// `PartitionDelegated` naming its request and run, and
+    /// `JobRunAttached` when the run is live (a run queued later for the
+    /// claim attaches every waiter as it is queued). Returns the end to
+    /// wait for.
+    fn join_claim(
+        &mut self,
+        partition: &PartitionRef,
+        claim: &Arc<Claim>,
+        events: &mut Vec<BuildEvent>,
+    ) -> tokio::sync::watch::Receiver<TaskEnd> {
+        let run = claim.run();
+        claim.join(&self.build.id, std::slice::from_ref(partition));
+        if !self.joined.iter().any(|c| Arc::ptr_eq(c, claim)) {
+            self.joined.push(Arc::clone(claim));
+        }
+        events.push(self.event(
+            "",
+            Event::PartitionDelegated(proto::PartitionDelegated {
+                partition: Some(partition.to_proto()),
+                to_build_request_id: claim.owner.clone(),
+                to_job_run_id: run.clone().unwrap_or_default(),
+                historical: false,
+            }),
+        ));
+        if let Some(run) = run {
+            let live = self
+                .build
+                .inner
+                .lock_state()
+                .run(&run)
+                .is_some_and(|r| !r.state.is_terminal() && !r.waiters.contains(&self.build.id));
+            if live {
+                events.push(self.event(
+                    &run,
+                    Event::JobRunAttached(proto::JobRunAttached {
+                        partitions: vec![partition.to_proto()],
+                    }),
+                ));
+                if !self.attached.contains(&run) {
+                    self.attached.push(run);
+                }
+            }
+        }
+        claim.subscribe()
+    }
+
+    /// Waits for the end of another request's task building `partition`.
+    fn wait(&mut self, partition: PartitionRef, mut rx: tokio::sync::watch::Receiver<TaskEnd>) {
+        self.waits.push(Box::pin(async move {
+            let end = match rx.wait_for(|e| *e != TaskEnd::Pending).await {
+                Ok(end) => end.clone(),
+                Err(_) => TaskEnd::Failed("the request building it ended".into()),
+            };
+            (partition, end)
+        }));
+    }
+
+    /// `PartitionDelegated` (historical) for each of `partitions`, built
+    /// already, and one `JobSkipped` per run that built them.
+    fn delegations_to_built(&self, partitions: &[PartitionRef]) -> Vec<BuildEvent> {
         let state = self.build.inner.lock_state();
         let mut events = Vec::new();
         let mut by_run: std::collections::BTreeMap<&str, Vec<proto::PartitionRef>> =
             std::collections::BTreeMap::new();
-        for p in self.plan.available() {
+        for p in partitions {
             let run_id = state
                 .partition(p)
                 .map(|e| e.job_run_id.as_str())
@@ -616,57 +886,6 @@ impl<'a> Execution<'a> {
             ));
         }
         events
-    }
-
-    fn finished(&self) -> bool {
-        self.own_buffers.is_empty()
-            && self.flush_now.is_empty()
-            && self.buffer_waits.is_empty()
-            && self.waits.is_empty()
-            && self.runs.is_empty()
-            && self.launching.is_empty()
-            && self.counts.backoff == 0
-            && (self.counts.ready == 0 || self.ending.is_some())
-    }
-
-    fn arm(&mut self, after: Duration, timer: Timer) {
-        self.timers.insert((Instant::now() + after, timer));
-    }
-
-    /// Takes an extended plan and the states of its new tasks (routed,
-    /// waiting; the caller counts what they wait for).
-    fn grow(&mut self, plan: JobGraph, new_tasks: &[TaskId]) {
-        self.plan = plan;
-        for &t in new_tasks {
-            debug_assert_eq!(t.index(), self.tasks.len());
-            let route = self.build.route(self.plan.task(t));
-            self.tasks.push(TaskState::waiting(0, route));
-            self.counts.waiting += 1;
-        }
-    }
-
-    /// One input of each of `tasks` is built: those with nothing left to
-    /// wait for are queued (unless the request is ending).
-    fn inputs_ready(&mut self, tasks: Vec<TaskId>, events: &mut Vec<BuildEvent>) {
-        for t in tasks {
-            let state = &mut self.tasks[t.index()];
-            state.waiting_on -= 1;
-            if state.waiting_on == 0 && state.status == TaskStatus::Waiting && self.ending.is_none()
-            {
-                self.queue(t, events);
-            }
-        }
-    }
-
-    /// A ready task: into its job's buffer when the job has a buffering
-    /// window, else a new run (see [`enqueue`](Self::enqueue)).
-    fn queue(&mut self, task: TaskId, events: &mut Vec<BuildEvent>) {
-        match self.plan.task(task).config.hints.buffering {
-            Some(window) if !self.unbuffered.contains(&task.index()) => {
-                self.buffer(task, window, events);
-            }
-            _ => self.enqueue(task, events),
-        }
     }
 
     /// Puts a ready task's outputs into its job's open buffer (joining
@@ -829,6 +1048,10 @@ impl<'a> Execution<'a> {
         let digest = Arc::clone(&self.plan.task(own[0]).definition_digest);
         let label = self.plan.task(own[0]).job.clone();
         let mut events = Vec::new();
+        // The runs, their claims and the joiners' attachments are decided
+        // and written in one commit turn.
+        let turn = Arc::clone(&inner);
+        let _turn = turn.commit_lock.lock().await;
         let mut anchor_of: HashMap<PartitionRef, TaskId> = HashMap::new();
         let mut used: HashSet<usize> = HashSet::new();
         for config in configs {
@@ -866,15 +1089,17 @@ impl<'a> Execution<'a> {
                 .collect();
             self.plan.task_mut(anchor).config = config;
             match self.published.get(&anchor.index()).cloned() {
-                Some(sender) => {
+                Some(claim) => {
                     let mut building = inner.building();
                     for o in &self.plan.task(anchor).config.outputs {
                         if !before.contains(o) {
-                            building.insert(o.clone(), Arc::clone(&sender));
+                            building.insert(o.clone(), Arc::clone(&claim));
                         }
                     }
                 }
-                None => self.publish(anchor),
+                None => {
+                    self.publish(anchor);
+                }
             }
             for o in &self.plan.task(anchor).config.outputs {
                 anchor_of.insert(o.clone(), anchor);
@@ -921,8 +1146,17 @@ impl<'a> Execution<'a> {
                     .for_job_run(run),
                 );
             }
+            for p in &j.partitions {
+                if let Some(claim) = anchor_of
+                    .get(p)
+                    .and_then(|a| self.published.get(&a.index()))
+                {
+                    claim.join(&j.request, std::slice::from_ref(p));
+                }
+            }
         }
-        self.commit(events).await?;
+        self.commit_in_turn(events).await?;
+        drop(_turn);
         for j in joiners {
             let covered = j
                 .partitions
@@ -933,7 +1167,7 @@ impl<'a> Execution<'a> {
                         partition: p.clone(),
                         run: self.tasks[anchor.index()].run.clone()?,
                         owner: self.build.id.clone(),
-                        end: self.published.get(&anchor.index())?.subscribe(),
+                        claim: Arc::clone(self.published.get(&anchor.index())?),
                     })
                 })
                 .collect();
@@ -958,7 +1192,7 @@ impl<'a> Execution<'a> {
             Err(why) => {
                 tracing::info!(%why, "a buffered task runs on its own");
                 self.unbuffered.insert(task.index());
-                self.enqueue(task, &mut events);
+                self.queue(task);
             }
             Ok(covered) => {
                 let requested: HashSet<PartitionRef> =
@@ -983,15 +1217,10 @@ impl<'a> Execution<'a> {
                     }
                     self.covering.insert(c.partition.clone(), task);
                     self.external.insert(c.partition.clone(), Vec::new());
-                    let mut rx = c.end;
-                    let p = c.partition;
-                    self.waits.push(Box::pin(async move {
-                        let end = match rx.wait_for(|e| *e != TaskEnd::Pending).await {
-                            Ok(end) => end.clone(),
-                            Err(_) => TaskEnd::Failed("the request building it ended".into()),
-                        };
-                        (p, end)
-                    }));
+                    if !self.joined.iter().any(|j| Arc::ptr_eq(j, &c.claim)) {
+                        self.joined.push(Arc::clone(&c.claim));
+                    }
+                    self.wait(c.partition, c.claim.subscribe());
                 }
             }
         }
@@ -1000,7 +1229,7 @@ impl<'a> Execution<'a> {
 
     /// The batch run of `anchor` ended: the buffered tasks of this request
     /// it covered end with it.
-    fn end_covered(&mut self, anchor: TaskId, end: &TaskEnd, events: &mut Vec<BuildEvent>) {
+    fn end_covered(&mut self, anchor: TaskId, end: &TaskEnd) {
         for t in self.covers.remove(&anchor.index()).unwrap_or_default() {
             if self.tasks[t.index()].status != TaskStatus::Waiting {
                 continue;
@@ -1014,7 +1243,7 @@ impl<'a> Execution<'a> {
                         self.end_task(t, TaskEnd::Built);
                         let downstream: Vec<TaskId> =
                             self.plan.downstream(t).map(|(d, _)| d).collect();
-                        self.inputs_ready(downstream, events);
+                        self.inputs_ready(downstream);
                     }
                 }
                 TaskEnd::Failed(why) => {
@@ -1027,8 +1256,9 @@ impl<'a> Execution<'a> {
         }
     }
 
-    /// A new run for a ready task: `JobRunQueued` into `events`, and the
-    /// task into its pool's queue.
+    /// A new run for a ready task this request claims: `JobRunQueued`
+    /// into `events`, `JobRunAttached` for every live request waiting on
+    /// the claim, and the task into its pool's queue.
     fn enqueue(&mut self, task: TaskId, events: &mut Vec<BuildEvent>) {
         let run = self.build.inner.ids.next_id();
         let t = &self.tasks[task.index()];
@@ -1041,7 +1271,27 @@ impl<'a> Execution<'a> {
             }),
         ));
         let pool = t.route.as_ref().map_or(0, |r| r.grant.pool);
-        self.publish(task);
+        let claim = self.publish(task);
+        claim.set_run(Some(run.clone()));
+        let waiters = claim.waiters();
+        if !waiters.is_empty() {
+            let controls = self.build.inner.controls();
+            for (request, partitions) in waiters {
+                if request == self.build.id || !controls.contains_key(&request) {
+                    continue;
+                }
+                events.push(
+                    BuildEvent::at(
+                        self.build.inner.clock.now_ns(),
+                        Event::JobRunAttached(proto::JobRunAttached {
+                            partitions: partitions.iter().map(PartitionRef::to_proto).collect(),
+                        }),
+                    )
+                    .for_request(&request)
+                    .for_job_run(&run),
+                );
+            }
+        }
         self.tasks[task.index()].run = Some(run);
         self.set_status(task, TaskStatus::Ready);
         self.queues[pool].push_back(task);
@@ -1082,7 +1332,9 @@ impl<'a> Execution<'a> {
     async fn dispatch(&mut self) -> Result<(), BuildError> {
         self.blocked = false;
         let inner = Arc::clone(&self.build.inner);
-        while self.ending.is_none() && self.counts.ready > 0 {
+        // Once the request is ending, only runs it hosts for other requests
+        // are queued.
+        while self.counts.ready > 0 {
             if !inner.slots.any_room() {
                 self.blocked = true;
                 return Ok(());
@@ -1410,12 +1662,14 @@ impl<'a> Execution<'a> {
                 ));
                 self.tasks[task.index()].run = None;
                 self.set_status(task, TaskStatus::Done);
-                self.end_task(task, TaskEnd::Built);
                 self.built.extend(outputs.iter().cloned());
                 let downstream: Vec<TaskId> = self.plan.downstream(task).map(|(t, _)| t).collect();
-                self.inputs_ready(downstream, &mut events);
-                self.end_covered(task, &TaskEnd::Built, &mut events);
-                self.commit(events).await
+                self.inputs_ready(downstream);
+                self.end_covered(task, &TaskEnd::Built);
+                self.commit(events).await?;
+                // Committed available: the claim ends now.
+                self.end_task(task, TaskEnd::Built);
+                Ok(())
             }
             Outcome::Failed {
                 stage,
@@ -1567,7 +1821,7 @@ impl<'a> Execution<'a> {
         self.set_status(task, TaskStatus::Waiting);
         // Count what each new task and the rerun wait for; queue what is
         // ready.
-        let mut events = Vec::new();
+        let events = Vec::new();
         let mut doomed = Vec::new();
         for t in new_tasks.iter().copied().chain([task]) {
             let mut waiting = 0;
@@ -1590,7 +1844,7 @@ impl<'a> Execution<'a> {
             } else if let Some(why) = failed_upstream {
                 doomed.push((t, why));
             } else if waiting == 0 {
-                self.queue(t, &mut events);
+                self.queue(t);
             }
         }
         self.commit(events).await?;
@@ -1612,7 +1866,10 @@ impl<'a> Execution<'a> {
     ) -> Result<(), BuildError> {
         let policy = self.plan.task(task).config.hints.retry;
         let attempt = self.tasks[task.index()].attempt;
-        if !retryable || attempt >= policy.max_attempts || self.ending.is_some() {
+        if !retryable
+            || attempt >= policy.max_attempts
+            || (self.ending.is_some() && !self.hosts(task))
+        {
             let reason = if attempt > 1 {
                 format!("{reason} (attempt {attempt} of {})", policy.max_attempts)
             } else {
@@ -1634,58 +1891,107 @@ impl<'a> Execution<'a> {
         self.end_task(task, TaskEnd::Failed(reason.clone()));
         self.set_status(task, TaskStatus::NotBuilt(reason.clone()));
         if self.covers.contains_key(&task.index()) {
-            let mut ignored = Vec::new();
-            self.end_covered(task, &TaskEnd::Failed(reason), &mut ignored);
+            self.end_covered(task, &TaskEnd::Failed(reason));
         }
     }
 
-    /// Makes a task's outputs known as being built by this request, so a
-    /// concurrent request that needs one waits for it instead of building it
-    /// again.
-    fn publish(&mut self, task: TaskId) {
-        if self.published.contains_key(&task.index()) {
-            return;
+    /// This request's claim on a task's outputs (made now if it has none):
+    /// a concurrent request that needs one waits for it instead of building
+    /// it again. Called in the commit turn only.
+    fn publish(&mut self, task: TaskId) -> Arc<Claim> {
+        if let Some(claim) = self.published.get(&task.index()) {
+            return Arc::clone(claim);
         }
-        let end = Arc::new(watch::channel(TaskEnd::Pending).0);
+        let claim = Claim::new(self.build.id.clone(), None);
         let mut building = self.build.inner.building();
         for o in &self.plan.task(task).config.outputs {
-            building.insert(o.clone(), Arc::clone(&end));
+            building.insert(o.clone(), Arc::clone(&claim));
         }
         drop(building);
-        self.published.insert(task.index(), end);
+        self.published.insert(task.index(), Arc::clone(&claim));
+        claim
     }
 
-    /// Tells the requests waiting on a task how it ended.
+    /// Ends a task's claim and tells the requests waiting on it how the
+    /// task ended. A task built ends its claim only once its outputs are
+    /// committed available, so no request finds it neither claimed nor
+    /// built.
     fn end_task(&mut self, task: TaskId, end: TaskEnd) {
-        let Some(sender) = self.published.remove(&task.index()) else {
+        let Some(claim) = self.published.remove(&task.index()) else {
             return;
         };
-        let mut building = self.build.inner.building();
-        for o in &self.plan.task(task).config.outputs {
-            if building.get(o).is_some_and(|s| Arc::ptr_eq(s, &sender)) {
-                building.remove(o);
-            }
-        }
-        drop(building);
-        sender.send_replace(end);
+        release(
+            &mut self.build.inner.building(),
+            &claim,
+            &self.plan.task(task).config.outputs,
+        );
+        claim.finish(end);
     }
 
-    /// For every partition the plan found being built by another live
-    /// request's run: `PartitionDelegated` and `JobRunAttached` events, and
-    /// a wait for that run's task, which the tasks reading the partition
-    /// count as one more input.
-    fn delegate_in_progress(&mut self, events: &mut Vec<BuildEvent>) {
-        let in_progress: Vec<(PartitionRef, String)> = self
+    /// Stops waiting on other requests' claims: this request leaves each as
+    /// a waiter, and an owner that kept a run only for its waiters hears
+    /// when none is left. Returns the runs this request was attached to.
+    fn leave_claims(&mut self) -> Vec<String> {
+        let inner = Arc::clone(&self.build.inner);
+        let mut runs = Vec::new();
+        for claim in std::mem::take(&mut self.joined) {
+            claim.leave(&self.build.id);
+            if let Some(run) = claim.run() {
+                runs.push(run);
+            }
+            let controls = inner.controls();
+            if !claim.has_waiter(|w| controls.contains_key(w))
+                && let Some(tx) = controls.get(&claim.owner)
+            {
+                let partition = inner
+                    .building()
+                    .iter()
+                    .find(|(_, c)| Arc::ptr_eq(c, &claim))
+                    .map(|(p, _)| p.clone());
+                if let Some(partition) = partition {
+                    let _ = tx.send(Control::Unwaited { partition });
+                }
+            }
+        }
+        runs
+    }
+
+    /// Whether another live request waits on this task's claim: then the
+    /// task's run is kept (hosted) when this request ends early.
+    fn hosts(&self, task: TaskId) -> bool {
+        let Some(claim) = self.published.get(&task.index()) else {
+            return false;
+        };
+        let controls = self.build.inner.controls();
+        claim.has_waiter(|w| w != self.build.id && controls.contains_key(w))
+    }
+
+    /// The task of one of this request's queued, launching or running runs.
+    fn task_of_run(&self, run: &str) -> Option<TaskId> {
+        if let Some(live) = self.runs.get(run) {
+            return Some(live.task);
+        }
+        self.tasks
+            .iter()
+            .position(|t| t.run.as_deref() == Some(run))
+            .map(TaskId::new)
+    }
+
+    /// Readers of every partition the plan found being built by another
+    /// request count it as one more input; whether they wait for that
+    /// request's claim, or it was built, or must be built here, is decided
+    /// at the first commit (planning's answer is a hint).
+    fn delegate_in_progress(&mut self) {
+        let in_progress: Vec<PartitionRef> = self
             .plan
             .in_progress()
             .iter()
-            .map(|p| (p.partition.clone(), p.job_run_id.clone()))
+            .map(|p| p.partition.clone())
             .collect();
         if in_progress.is_empty() {
             return;
         }
-        let wanted: std::collections::HashSet<&PartitionRef> =
-            in_progress.iter().map(|(p, _)| p).collect();
+        let wanted: HashSet<&PartitionRef> = in_progress.iter().collect();
         let mut readers: HashMap<PartitionRef, Vec<TaskId>> = HashMap::new();
         for (id, t) in self.plan.tasks() {
             for input in t.config.materialized_inputs() {
@@ -1694,67 +2000,8 @@ impl<'a> Execution<'a> {
                 }
             }
         }
-        let requested: std::collections::HashSet<&PartitionRef> =
-            self.plan.requested().iter().collect();
-        let mut attach: std::collections::BTreeMap<String, Vec<proto::PartitionRef>> =
-            std::collections::BTreeMap::new();
-        for (partition, run) in &in_progress {
-            let (to_request, live) = {
-                let state = self.build.inner.lock_state();
-                let r = state.run(run);
-                (
-                    r.map(|r| r.started_by.clone()).unwrap_or_default(),
-                    r.is_some_and(|r| !r.state.is_terminal()),
-                )
-            };
-            events.push(self.event(
-                "",
-                Event::PartitionDelegated(proto::PartitionDelegated {
-                    partition: Some(partition.to_proto()),
-                    to_build_request_id: to_request,
-                    to_job_run_id: run.clone(),
-                    historical: false,
-                }),
-            ));
-            if live {
-                attach
-                    .entry(run.clone())
-                    .or_default()
-                    .push(partition.to_proto());
-            }
-            let sender = self.build.inner.building().get(partition).cloned();
-            let mut rx = match sender {
-                Some(s) => s.subscribe(),
-                None => {
-                    // Its builder ended between the plan and now: the
-                    // catalog says how.
-                    let status = self
-                        .build
-                        .inner
-                        .lock_state()
-                        .partition(partition)
-                        .map(|e| e.status);
-                    let end = match status {
-                        Some(PartitionStatus::Available) => TaskEnd::Built,
-                        Some(PartitionStatus::Building) | None => TaskEnd::Failed(format!(
-                            "{partition} was being built by run {run}, which no live request of this orchestrator runs"
-                        )),
-                        Some(other) => TaskEnd::Failed(format!(
-                            "run {run}, which was building {partition}, ended and left it {}",
-                            other.as_str_name()
-                        )),
-                    };
-                    watch::channel(end).1
-                }
-            };
-            let p = partition.clone();
-            self.waits.push(Box::pin(async move {
-                let end = match rx.wait_for(|e| *e != TaskEnd::Pending).await {
-                    Ok(end) => end.clone(),
-                    Err(_) => TaskEnd::Failed("the request building it ended".into()),
-                };
-                (p, end)
-            }));
+        let requested: HashSet<&PartitionRef> = self.plan.requested().iter().collect();
+        for partition in &in_progress {
             if requested.contains(partition) {
                 self.delegated.push(partition.clone());
             }
@@ -1764,13 +2011,7 @@ impl<'a> Execution<'a> {
             }
             self.external.insert(partition.clone(), tasks);
         }
-        for (run, partitions) in attach {
-            events.push(self.event(
-                &run,
-                Event::JobRunAttached(proto::JobRunAttached { partitions }),
-            ));
-            self.attached.push(run);
-        }
+        self.hinted = in_progress;
     }
 
     /// A partition another request was building is built, or will not be.
@@ -1788,32 +2029,54 @@ impl<'a> Execution<'a> {
                 TaskEnd::Built | TaskEnd::Pending => {
                     let left = self.cover_left.entry(task.index()).or_insert(1);
                     *left = left.saturating_sub(1);
-                    let mut events = Vec::new();
                     if *left == 0 {
                         self.set_status(task, TaskStatus::Done);
                         self.end_task(task, TaskEnd::Built);
                         let downstream: Vec<TaskId> =
                             self.plan.downstream(task).map(|(d, _)| d).collect();
-                        self.inputs_ready(downstream, &mut events);
+                        self.inputs_ready(downstream);
                     }
-                    self.commit(events).await
+                    self.commit(Vec::new()).await
+                }
+                TaskEnd::Failed(_)
+                    if self.ending.is_none() && self.unbuilt_elsewhere(&partition) =>
+                {
+                    // Nobody built it (its builder never started it, lost it,
+                    // or was cancelled): this request decides again, from
+                    // scratch, whether to build the task or wait.
+                    tracing::info!(%partition, "a partition another request did not build is decided again here");
+                    self.covering.retain(|p, t| {
+                        let other = *t == task;
+                        if other {
+                            self.external.remove(p);
+                        }
+                        !other
+                    });
+                    self.cover_left.remove(&task.index());
+                    self.delegated.retain(|p| *p != partition);
+                    self.unbuffered.insert(task.index());
+                    self.queue(task);
+                    self.commit(Vec::new()).await
                 }
                 TaskEnd::Failed(why) => {
                     self.delegated.retain(|p| *p != partition);
-                    let reason = format!("the batch run building {partition} failed: {why}");
+                    let reason = format!("the run building {partition} failed: {why}");
                     self.task_failed(task, "", reason, false).await
                 }
             };
         }
-        let tasks = self.external.remove(&partition).unwrap_or_default();
+        // A wait whose task decided again meanwhile is stale.
+        let Some(tasks) = self.external.remove(&partition) else {
+            return Ok(());
+        };
         match end {
             TaskEnd::Built | TaskEnd::Pending => {
-                let mut events = Vec::new();
-                self.inputs_ready(tasks, &mut events);
-                self.commit(events).await
+                self.inputs_ready(tasks);
+                self.commit(Vec::new()).await
             }
             TaskEnd::Failed(why) => {
-                if self.ending.is_none() && self.unbuilt_elsewhere(&partition) {
+                let orphaned = self.orphaned.remove(&partition);
+                if self.ending.is_none() && (orphaned || self.unbuilt_elsewhere(&partition)) {
                     return self.build_it_here(partition, tasks, &why).await;
                 }
                 let reason = format!("input {partition}, built by another request, failed: {why}");
@@ -1908,7 +2171,7 @@ impl<'a> Execution<'a> {
             }
         }
         self.delegated.retain(|p| *p != partition);
-        let mut events = Vec::new();
+        let events = Vec::new();
         for t in new_tasks {
             let waiting = self
                 .plan
@@ -1920,7 +2183,7 @@ impl<'a> Execution<'a> {
                 let why = format!("unschedulable: {why}");
                 self.task_failed(t, "", why, false).await?;
             } else if waiting == 0 {
-                self.queue(t, &mut events);
+                self.queue(t);
             }
         }
         self.commit(events).await
@@ -1992,10 +2255,17 @@ impl<'a> Execution<'a> {
             Ending::Canceled { reason, source } => (reason.clone(), *source),
         };
         self.ending = Some(ending);
+        // Decided in one commit turn: no request joins a claim of this one
+        // between the decision to keep a run for its waiters and the cancels.
+        let inner = Arc::clone(&self.build.inner);
+        let turn = inner.commit_lock.lock().await;
         let mut events = Vec::new();
         // Nothing more is waited for from other requests: not their
         // buffers, not their runs.
         self.buffer_waits = FuturesUnordered::new();
+        self.claiming.clear();
+        self.hinted.clear();
+        self.leave_claims();
         for (partition, task) in std::mem::take(&mut self.covering) {
             if self.tasks[task.index()].status == TaskStatus::Waiting {
                 self.not_built(task, format!("not run: {reason}"));
@@ -2033,9 +2303,27 @@ impl<'a> Execution<'a> {
                 });
             }
         }
-        // Queued runs end at once: nothing was started.
+        // Queued runs end at once (nothing was started), but for those
+        // another live request waits on: this request keeps them (it hosts
+        // them), detached, and runs them for the waiters.
         let queued: Vec<TaskId> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
         for t in queued {
+            if self.hosts(t) {
+                let pool = self.tasks[t.index()]
+                    .route
+                    .as_ref()
+                    .map_or(0, |r| r.grant.pool);
+                self.queues[pool].push_back(t);
+                if let Some(run) = self.tasks[t.index()].run.clone() {
+                    events.push(self.event(
+                        &run,
+                        Event::JobRunDetached(proto::JobRunDetached {
+                            reason: format!("{reason}; another request still waits on the run"),
+                        }),
+                    ));
+                }
+                continue;
+            }
             if let Some(run) = self.tasks[t.index()].run.clone() {
                 events.push(self.event(
                     &run,
@@ -2056,8 +2344,13 @@ impl<'a> Execution<'a> {
                 _ => None,
             })
             .collect();
-        self.timers.retain(|(_, t)| !matches!(t, Timer::Retry(_)));
-        for i in backoffs {
+        let dropped: HashSet<usize> = backoffs
+            .into_iter()
+            .filter(|i| !self.hosts(TaskId::new(*i)))
+            .collect();
+        self.timers
+            .retain(|(_, t)| !matches!(t, Timer::Retry(i) if dropped.contains(i)));
+        for i in dropped {
             self.not_built(TaskId::new(i), format!("not retried: {reason}"));
         }
         let mut running: Vec<String> = self
@@ -2075,21 +2368,11 @@ impl<'a> Execution<'a> {
         running.sort();
         // A run another live request waits on is not cancelled: this request
         // detaches from it and keeps it until it ends, for the other one.
-        let shared: Vec<String> = {
-            let state = self.build.inner.lock_state();
-            let controls = self.build.inner.controls();
-            running
-                .iter()
-                .filter(|r| {
-                    state.run(r).is_some_and(|run| {
-                        run.waiters
-                            .iter()
-                            .any(|w| *w != self.build.id && controls.contains_key(w))
-                    })
-                })
-                .cloned()
-                .collect()
-        };
+        let shared: Vec<String> = running
+            .iter()
+            .filter(|r| self.task_of_run(r).is_some_and(|t| self.hosts(t)))
+            .cloned()
+            .collect();
         running.retain(|r| !shared.contains(r));
         for r in &shared {
             events.push(self.event(
@@ -2117,7 +2400,8 @@ impl<'a> Execution<'a> {
                 }),
             ));
         }
-        self.commit(events).await?;
+        self.commit_in_turn(events).await?;
+        drop(turn);
         let grace = self.build.inner.settings.kill_grace;
         self.arm(grace, Timer::CancelWait);
         for r in running {
@@ -2158,6 +2442,7 @@ impl<'a> Execution<'a> {
     async fn on_control(&mut self, control: Control) -> Result<(), BuildError> {
         match control {
             Control::FlushBuffer { job } => self.flush(&job).await,
+            Control::Unwaited { partition } => self.unwaited(&partition).await,
             Control::Cancel { reason } => {
                 if matches!(self.ending, Some(Ending::Canceled { .. })) {
                     return Ok(());
@@ -2229,6 +2514,80 @@ impl<'a> Execution<'a> {
         }
     }
 
+    /// No live request waits any more on the task building `partition`:
+    /// when this request is ending and kept its run only for the waiters,
+    /// the run goes (cancelled if queued or waiting out a backoff, asked to
+    /// stop if running).
+    async fn unwaited(&mut self, partition: &PartitionRef) -> Result<(), BuildError> {
+        let Some((reason, source)) = self.ending.as_ref().map(|e| match e {
+            Ending::FailFast(_) => (
+                "fail fast: another job of the build failed".to_owned(),
+                CancelSource::FailFast,
+            ),
+            Ending::Canceled { reason, source } => (reason.clone(), *source),
+        }) else {
+            return Ok(());
+        };
+        let Some(task) = self.plan.producer(partition) else {
+            return Ok(());
+        };
+        if self.hosts(task) {
+            return Ok(());
+        }
+        let reason = format!("{reason}; no request waits on it any more");
+        let run = self.tasks[task.index()].run.clone();
+        match self.tasks[task.index()].status {
+            TaskStatus::Ready => {
+                for q in &mut self.queues {
+                    q.retain(|t| *t != task);
+                }
+                let mut events = Vec::new();
+                if let Some(run) = &run {
+                    events.push(self.event(
+                        run,
+                        Event::JobRunCanceled(proto::JobRunCanceled {
+                            reason: reason.clone(),
+                            source: source as i32,
+                        }),
+                    ));
+                    self.canceled += 1;
+                }
+                self.not_built(task, format!("canceled before it started: {reason}"));
+                self.commit(events).await
+            }
+            TaskStatus::Backoff => {
+                self.timers
+                    .retain(|(_, t)| !matches!(t, Timer::Retry(i) if *i == task.index()));
+                self.not_built(task, format!("not retried: {reason}"));
+                Ok(())
+            }
+            TaskStatus::Running => {
+                let Some(run) = run else {
+                    return Ok(());
+                };
+                let stopping = match (self.runs.get(&run), self.launching_ids.get(&run)) {
+                    (Some(live), _) => live.stop.is_some(),
+                    (None, Some(pending)) => pending.is_some(),
+                    (None, None) => true,
+                };
+                if stopping {
+                    return Ok(());
+                }
+                self.commit(vec![self.event(
+                    &run,
+                    Event::JobRunKillRequested(proto::JobRunKillRequested {
+                        reason: reason.clone(),
+                        source: source as i32,
+                    }),
+                )])
+                .await?;
+                self.stop_run(&run, Stop::Cancel { reason, source }).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn on_timers(&mut self) -> Result<(), BuildError> {
         let now = Instant::now();
         while let Some((at, _)) = self.timers.first() {
@@ -2248,9 +2607,8 @@ impl<'a> Execution<'a> {
         match timer {
             Timer::BufferClose(job) => self.flush(&job).await,
             Timer::Retry(i) => {
-                let mut events = Vec::new();
-                self.queue(TaskId::new(i), &mut events);
-                self.commit(events).await
+                self.queue(TaskId::new(i));
+                self.commit(Vec::new()).await
             }
             Timer::Timeout(run) => {
                 let Some(live) = self.runs.get(&run) else {
@@ -2384,11 +2742,18 @@ impl<'a> Execution<'a> {
                 TaskEnd::Failed("the request building it ended first".into()),
             );
         }
+        let mut attached = std::mem::take(&mut self.attached);
+        attached.extend(self.leave_claims());
+        attached.sort();
+        attached.dedup();
         let mut detach = Vec::new();
         {
             let state = self.build.inner.lock_state();
-            for run in &self.attached {
-                if state.run(run).is_some_and(|r| !r.state.is_terminal()) {
+            for run in &attached {
+                if state
+                    .run(run)
+                    .is_some_and(|r| !r.state.is_terminal() && r.waiters.contains(&self.build.id))
+                {
                     detach.push(run.clone());
                 }
             }

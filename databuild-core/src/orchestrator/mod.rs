@@ -41,6 +41,7 @@
 //! recorded as `executor_health` events.
 
 mod buffer;
+mod claims;
 mod error;
 mod execution;
 mod recorder;
@@ -170,27 +171,16 @@ pub(crate) struct Inner {
 /// A build request's task.
 pub(crate) type BuildTask = tokio::task::JoinHandle<Result<BuildOutcome, BuildError>>;
 
-/// Partitions live requests are building (queued or running), with the
-/// end of their tasks.
-pub(crate) type Building = HashMap<PartitionRef, Arc<tokio::sync::watch::Sender<TaskEnd>>>;
-
-/// How a task that other requests may wait on ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TaskEnd {
-    /// Not yet.
-    Pending,
-    /// Its outputs are available.
-    Built,
-    /// It will not build them, and why.
-    Failed(String),
-}
+pub(crate) use claims::{Building, TaskEnd};
 
 /// The catalog as the planner sees it.
-#[derive(Debug)]
 ///
-/// A partition a live request has queued counts as being built even before
+/// A partition a live request claimed counts as being built even before
 /// its run is scheduled (the catalog says `Building` only from then on), so
-/// a second request waits for it instead of building it too.
+/// the planner does not plan it again. This is a hint: whether the request
+/// waits for it or builds it is decided when its task would be queued (see
+/// `claims`).
+#[derive(Debug)]
 struct Catalog {
     state: Arc<Mutex<BuildState>>,
     building: Arc<Mutex<Building>>,
@@ -211,17 +201,15 @@ impl Availability for Catalog {
         if matches!(status, PartitionStatusView::Building { .. }) {
             return status;
         }
-        let queued = self
+        let claim = self
             .building
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(partition);
-        if queued {
-            PartitionStatusView::Building {
-                job_run_id: String::new(),
-            }
-        } else {
-            status
+            .get(partition)
+            .map(|c| c.run().unwrap_or_default());
+        match claim {
+            Some(job_run_id) => PartitionStatusView::Building { job_run_id },
+            None => status,
         }
     }
 }
@@ -500,13 +488,26 @@ impl Inner {
     /// (`None` for an empty batch, which is not stored).
     pub(crate) async fn commit_range(
         &self,
-        mut events: Vec<BuildEvent>,
+        events: Vec<BuildEvent>,
     ) -> Result<Option<crate::bel::SeqRange>, BuildError> {
         if events.is_empty() {
             return Ok(None);
         }
         // One commit at a time, so the state sees events in seq order.
         let _turn = self.commit_lock.lock().await;
+        self.commit_in_turn(events).await
+    }
+
+    /// [`commit_range`](Self::commit_range) for a caller that holds the
+    /// commit turn (`commit_lock`): it decides what to write from the
+    /// registry of claims and the state, with no other commit in between.
+    pub(crate) async fn commit_in_turn(
+        &self,
+        mut events: Vec<BuildEvent>,
+    ) -> Result<Option<crate::bel::SeqRange>, BuildError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
         // The batch is checked and applied apart (work in proportion to the
         // batch), stored, then merged: the state only ever holds what the
         // log holds.

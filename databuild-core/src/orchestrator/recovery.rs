@@ -20,9 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
-use tokio::sync::watch;
-
+use super::claims::{Claim, release};
 use super::run::Build;
 use super::{BuildError, Inner, TaskEnd};
 use crate::bel::{BuildEvent, Event};
@@ -32,6 +30,7 @@ use crate::job::protocol::MissingDeps;
 use crate::partition::PartitionRef;
 use crate::proto::{self, CancelSource, FailureStage, PartitionStatus};
 use crate::state::{BuildRequest, JobRun, RunState};
+use futures::StreamExt;
 
 const WHY: &str = "the orchestrator that ran it stopped before it ended";
 
@@ -39,9 +38,9 @@ const WHY: &str = "the orchestrator that ran it stopped before it ended";
 pub(super) struct Takeover {
     pub(super) run: JobRun,
     pub(super) how: Resume,
-    /// The end of the run's task, registered for other requests that wait
-    /// on its outputs.
-    pub(super) end: Arc<watch::Sender<TaskEnd>>,
+    /// The claim on the run's outputs, registered for other requests that
+    /// wait on them.
+    pub(super) claim: Arc<Claim>,
 }
 
 /// How a resumed request takes over a run.
@@ -213,20 +212,20 @@ impl Inner {
             for r in resumptions.values() {
                 for t in &r.takeovers {
                     for o in outputs(&t.run) {
-                        building.insert(o, Arc::clone(&t.end));
+                        building.insert(o, Arc::clone(&t.claim));
                     }
                 }
             }
         }
         for (run, updates) in adopt {
-            let end = Arc::new(watch::channel(TaskEnd::Pending).0);
+            let claim = Claim::new(run.started_by.clone(), Some(run.job_run_id.clone()));
             {
                 let mut building = self.building();
                 for o in outputs(&run) {
-                    building.insert(o, Arc::clone(&end));
+                    building.insert(o, Arc::clone(&claim));
                 }
             }
-            tokio::spawn(Arc::clone(self).follow(run, updates, end));
+            tokio::spawn(Arc::clone(self).follow(run, updates, claim));
         }
         let mut resumptions: Vec<Resumption> = resumptions.into_values().collect();
         resumptions.sort_by(|a, b| a.request.build_request_id.cmp(&b.request.build_request_id));
@@ -249,10 +248,10 @@ impl Inner {
     ) -> Vec<BuildEvent> {
         let now = self.clock.now_ns();
         let mut events = Vec::new();
-        for Takeover { run, how, end } in takeovers {
+        for Takeover { run, how, claim } in takeovers {
             match how {
                 Resume::Attach(updates) => {
-                    tokio::spawn(Arc::clone(self).follow(run, updates, end));
+                    tokio::spawn(Arc::clone(self).follow(run, updates, claim));
                 }
                 Resume::Queue | Resume::Launch => {
                     events.push(
@@ -267,14 +266,8 @@ impl Inner {
                         .for_job_run(&run.job_run_id),
                     );
                     events.extend(self.failed_outputs(&run, now));
-                    let mut building = self.building();
-                    for o in outputs(&run) {
-                        if building.get(&o).is_some_and(|s| Arc::ptr_eq(s, &end)) {
-                            building.remove(&o);
-                        }
-                    }
-                    drop(building);
-                    end.send_replace(TaskEnd::Failed(why.to_owned()));
+                    release(&mut self.building(), &claim, &outputs(&run));
+                    claim.finish(TaskEnd::Failed(why.to_owned()));
                 }
             }
         }
@@ -363,7 +356,7 @@ impl Inner {
         self: Arc<Self>,
         run: JobRun,
         mut updates: RunUpdates,
-        end: Arc<watch::Sender<TaskEnd>>,
+        claim: Arc<Claim>,
     ) {
         let id = run.job_run_id.clone();
         let ev = |event| {
@@ -497,25 +490,15 @@ impl Inner {
                 break;
             }
         }
-        {
-            let mut building = self.building();
-            for o in &outs {
-                if building.get(o).is_some_and(|s| Arc::ptr_eq(s, &end)) {
-                    building.remove(o);
-                }
-            }
-        }
-        end.send_replace(result);
+        release(&mut self.building(), &claim, &outs);
+        claim.finish(result);
     }
 }
 
 impl Takeover {
     fn new(run: JobRun, how: Resume) -> Self {
-        Self {
-            run,
-            how,
-            end: Arc::new(watch::channel(TaskEnd::Pending).0),
-        }
+        let claim = Claim::new(run.started_by.clone(), Some(run.job_run_id.clone()));
+        Self { run, how, claim }
     }
 }
 

@@ -159,6 +159,8 @@ impl Build {
             events.push(self.event("", Event::BuildPlanning(proto::BuildPlanning {})));
         }
         self.inner.commit(events).await?;
+        // What is built from here on was built while this request planned.
+        let planned_from = self.inner.lock_state().last_seq();
         // A resumed request plans again: what it already built is skipped
         // (even when forced), and the outputs of the runs it takes over are
         // planned as its own tasks.
@@ -259,7 +261,7 @@ impl Build {
                 .await?;
         }
         let control = self.control.take();
-        let mut execution = Execution::new(&self, plan, routes, control);
+        let mut execution = Execution::new(&self, plan, routes, control, planned_from);
         if let Some(r) = resumption {
             execution.take_over(r.takeovers, r.lost);
         }

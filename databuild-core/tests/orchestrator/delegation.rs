@@ -167,10 +167,12 @@ async fn a_failed_delegated_run_fails_the_waiter_naming_it() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_queued_partition_is_waited_for_and_built_here_if_its_builder_drops_it() {
-    let rig = rig_with(vec![job("x", &[])], ScriptedExecutor::new(), |b| {
-        b.parallelism(1)
-    });
+async fn a_queued_run_another_request_waits_on_is_kept_when_its_owner_is_cancelled() {
+    let rig = rig_with(
+        vec![job("x", &[])],
+        ScriptedExecutor::new().confirm_cancels(false),
+        |b| b.parallelism(1),
+    );
     // The first request runs x/1 and holds x/2 queued (one slot).
     let first = rig.o.start(&[r("x/1"), r("x/2")], BuildOptions::default());
     let x1 = rig.executor.next_launch().await;
@@ -179,20 +181,88 @@ async fn a_queued_partition_is_waited_for_and_built_here_if_its_builder_drops_it
         tokio::task::yield_now().await;
     }
     assert_eq!(rig.executor.launched().len(), 1, "x/2 is queued once");
-    // The first request is cancelled: its queued x/2 never starts, so the
-    // second request builds it itself.
+    let events = rig.log().await;
+    let queued_x2 = events
+        .iter()
+        .find(|e| e.kind() == "job_run_queued" && e.job_run_id != x1.spec.job_run_id)
+        .map(|e| e.job_run_id.clone())
+        .unwrap();
+    // The second request's delegation names the queued run and its request.
+    let delegated: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::PartitionDelegated(d))
+                if e.build_request_id == second.build_request_id() =>
+            {
+                Some((d.to_build_request_id.clone(), d.to_job_run_id.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        delegated,
+        [(first.build_request_id().to_owned(), queued_x2.clone())]
+    );
+    assert!(events.iter().any(|e| e.kind() == "job_run_attached"
+        && e.build_request_id == second.build_request_id()
+        && e.job_run_id == queued_x2));
+    // The first request is cancelled: x/1 goes, but x/2, which the second
+    // request waits on, is kept and run for it.
     first.cancel("changed my mind");
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
+    assert!(x1.control.cancel_requested().is_some());
     x1.control.confirm_cancel();
     let x2 = rig.executor.next_launch().await;
     assert_eq!(x2.spec.config.outputs, [r("x/2")]);
-    assert_eq!(x2.spec.build_request_id, second.build_request_id());
+    assert_eq!(x2.spec.job_run_id, queued_x2, "the same run, not a new one");
     x2.control.succeed();
     let second = second.outcome().await.unwrap();
     assert!(second.succeeded(), "{:?}", second.not_built);
-    assert_eq!(second.built, [r("x/2")]);
+    assert_eq!(second.delegated, [r("x/2")]);
+    assert!(second.built.is_empty());
     assert!(first.outcome().await.unwrap().canceled);
+    assert_eq!(rig.executor.launched().len(), 2);
     rig.log().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_run_nobody_waits_on_any_more_is_cancelled_with_its_owner() {
+    let rig = rig_with(
+        vec![job("x", &[])],
+        ScriptedExecutor::new().confirm_cancels(false),
+        |b| b.parallelism(1),
+    );
+    let first = rig.o.start(&[r("x/1"), r("x/2")], BuildOptions::default());
+    let x1 = rig.executor.next_launch().await;
+    let second = rig.o.start(&[r("x/2")], BuildOptions::default());
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    // The owner ends early while the second waits: x/2 is kept for it ...
+    first.cancel("changed my mind");
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    // ... until the second stops waiting too: then it is cancelled unrun.
+    second.cancel("not needed");
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    x1.control.confirm_cancel();
+    let (first, second) = (
+        first.outcome().await.unwrap(),
+        second.outcome().await.unwrap(),
+    );
+    assert!(first.canceled && second.canceled);
+    assert_eq!(rig.executor.launched().len(), 1, "x/2 never ran");
+    let events = rig.log().await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind() == "job_run_canceled")
+            .count(),
+        2
+    );
 }

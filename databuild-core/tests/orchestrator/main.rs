@@ -5,6 +5,7 @@
 mod buffering;
 mod cancel;
 mod catalog;
+mod concurrent;
 mod delegation;
 mod faults;
 mod missing_deps;
