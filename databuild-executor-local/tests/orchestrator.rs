@@ -437,3 +437,78 @@ fn walk_logs(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A job whose `config` takes `latency`, as a process job's config call
+/// does, so that requests started together all plan before any queues.
+#[derive(Debug)]
+struct SlowConfig(TestJob, std::time::Duration);
+
+#[async_trait::async_trait]
+impl databuild_core::job::DataBuildJob for SlowConfig {
+    fn label(&self) -> &databuild_core::job::JobLabel {
+        self.0.label()
+    }
+
+    fn patterns(&self) -> &[databuild_core::partition::PartitionPattern] {
+        self.0.patterns()
+    }
+
+    async fn config(
+        &self,
+        outputs: &[PartitionRef],
+    ) -> Result<Vec<databuild_core::JobConfig>, databuild_core::job::JobConfigError> {
+        tokio::time::sleep(self.1).await;
+        self.0.config(outputs).await
+    }
+
+    fn launch(&self) -> databuild_core::job::Launch {
+        self.0.launch()
+    }
+}
+
+/// Two requests started together over a shared upstream, on real
+/// processes and a real SQLite store, fifty times: each time the upstream
+/// runs once (its job counts its executions), and both requests succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_requests_started_together_run_a_shared_upstream_once_every_time() {
+    let latency = std::time::Duration::from_millis(20);
+    for round in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("record");
+        let graph = Graph::builder()
+            .job(SlowConfig(job("a", None, &record, ""), latency))
+            .job(SlowConfig(job("b", Some("a"), &record, ""), latency))
+            .job(SlowConfig(job("c", Some("a"), &record, ""), latency))
+            .build()
+            .unwrap();
+        let bel: Arc<dyn BelSink> =
+            Arc::new(databuild_bel_sqlite::SqliteBel::open(dir.path().join("bel.sqlite")).unwrap());
+        let orchestrator = Orchestrator::builder()
+            .graph(graph)
+            .bel(Arc::clone(&bel))
+            .executor(Arc::new(LocalExecutor::new(LocalConfig::new(
+                dir.path().join("state"),
+            ))))
+            .state_dir(dir.path().join("state"))
+            .parallelism(2)
+            .build()
+            .unwrap();
+        let options = databuild_core::BuildOptions::default();
+        let first = orchestrator.start(&[r("b/1")], options);
+        let second = orchestrator.start(&[r("c/1")], options);
+        let (first, second) = (
+            first.outcome().await.unwrap(),
+            second.outcome().await.unwrap(),
+        );
+        assert!(
+            first.succeeded() && second.succeeded(),
+            "round {round}: {first:?} {second:?}"
+        );
+        let lines = std::fs::read_to_string(&record).unwrap();
+        let a_runs = lines.lines().filter(|l| l.contains("\"a/1\"")).count();
+        assert_eq!(a_runs, 1, "round {round}: a/1 ran {a_runs} times:\n{lines}");
+        assert_eq!(lines.lines().count(), 3, "round {round}:\n{lines}");
+        let events = bel.read(0, &EventFilter::all(), usize::MAX).await.unwrap();
+        databuild_core::bel::check::check_log(&events).unwrap();
+    }
+}
