@@ -83,6 +83,44 @@ pub enum CliError {
         /// What went wrong.
         reason: String,
     },
+    /// The store is held by another process whose control socket did not
+    /// answer in time: it is starting, stopping (it finishes the requests
+    /// submitted to it before it lets the store go) or stuck.
+    #[error(
+        "the store in {} is held by another databuild process{} whose control socket {} did not answer within {} s ({reason}): it may be stopping after the requests submitted to it; try again when it ends",
+        home.display(),
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        socket.display(),
+        waited.as_secs()
+    )]
+    HolderUnreachable {
+        /// The home.
+        home: PathBuf,
+        /// The socket tried.
+        socket: PathBuf,
+        /// The holder's pid, when known.
+        holder: Option<u32>,
+        /// How long it was tried.
+        waited: std::time::Duration,
+        /// The last failure.
+        reason: String,
+    },
+    /// A build was handed to the build holding the store, which builds
+    /// another graph: one store runs one graph's jobs at a time.
+    #[error(
+        "the build holding {} runs graph file {}, and {} defines other jobs (entrypoints, environments, images, outputs or working directories differ): wait for that build to end, or give this one its own --home",
+        home.display(),
+        holders.display(),
+        ours.display()
+    )]
+    GraphMismatch {
+        /// The home.
+        home: PathBuf,
+        /// The graph file of this command.
+        ours: PathBuf,
+        /// The graph file of the build holding the store.
+        holders: PathBuf,
+    },
     /// An executor could not start (a Docker engine that does not answer).
     #[error("the {executor} executor cannot start: {reason}")]
     Executor {
@@ -123,6 +161,7 @@ impl CliError {
             | CliError::NoStore { .. }
             | CliError::UnknownBuildRequest { .. }
             | CliError::UnknownJobRun { .. }
+            | CliError::GraphMismatch { .. }
             | CliError::Plan(_) => 2,
             _ => 1,
         }

@@ -414,6 +414,37 @@ impl GraphFile {
             .any(|j| matches!(j.executor, ExecutorKind::Docker { .. }))
     }
 
+    /// A digest (SHA-256, hex) of what the file builds: each job's label,
+    /// entrypoint, environment and image (core's
+    /// [`definitions_digest`](databuild_core::plan::definitions_digest)),
+    /// and its output patterns and working directory. The parallelism,
+    /// pools, scheduling hints (retries, timeouts, slots, required labels)
+    /// and Docker limits change how the jobs run, not what they build, and
+    /// are left out. A `build` handed to the build holding the store is
+    /// run only when its file has the holder's digest.
+    pub fn definitions_digest(&self) -> Result<String, GraphFileError> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        // Each field length-prefixed, so that no two files hash alike by
+        // moving bytes from one field to the next.
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(databuild_core::plan::definitions_digest(&self.graph()?).as_bytes());
+        let mut jobs: Vec<&JobSpec> = self.jobs.iter().collect();
+        jobs.sort_by(|a, b| a.label.as_str().cmp(b.label.as_str()));
+        for job in jobs {
+            field(job.label.as_str().as_bytes());
+            field(&(job.outputs.len() as u64).to_le_bytes());
+            for pattern in &job.outputs {
+                field(pattern.as_bytes());
+            }
+            field(job.working_dir.as_os_str().as_encoded_bytes());
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// The graph of the file's jobs, each a [`ProcessJob`].
     pub fn graph(&self) -> Result<Graph, GraphFileError> {
         let mut graph = Graph::builder();

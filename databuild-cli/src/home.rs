@@ -2,12 +2,24 @@
 //! the control socket of a running build.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use databuild_bel_sqlite::SqliteBel;
 use databuild_core::{BelError, BelSink};
 use sha2::{Digest, Sha256};
 
 use crate::CliError;
+use crate::control::{self, ControlOp, ControlReply, HOLDER_WAIT, SendError};
+
+/// The store taken by this process, or the answer of the process that
+/// holds it.
+#[derive(Debug)]
+pub(crate) enum Reached {
+    /// This process holds the store now.
+    Held(SqliteBel),
+    /// The holder's answer to the request.
+    Answered(ControlReply),
+}
 
 /// A home directory (`./.databuild` by default).
 #[derive(Debug, Clone)]
@@ -54,6 +66,40 @@ impl Home {
         match SqliteBel::open(self.bel_path()) {
             Ok(bel) => Ok(bel),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes the store, or, while another process holds it, sends `op` to
+    /// that process's control socket. A socket that does not answer (its
+    /// holder is starting or stopping) is tried again, the store checked
+    /// again before each try, for up to [`HOLDER_WAIT`].
+    pub(crate) async fn take_or_send(&self, op: &ControlOp) -> Result<Reached, CliError> {
+        let socket = self.control_socket();
+        let mut deadline: Option<Instant> = None;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let holder = match self.writer() {
+                Ok(bel) => return Ok(Reached::Held(bel)),
+                Err(CliError::Bel(BelError::Locked { holder, .. })) => holder,
+                Err(e) => return Err(e),
+            };
+            let reason = match control::send(&socket, op.clone()).await {
+                Ok(reply) => return Ok(Reached::Answered(reply)),
+                Err(SendError::Failed(reason)) => return Err(CliError::Control { socket, reason }),
+                Err(SendError::Unreachable(reason)) => reason,
+            };
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + HOLDER_WAIT);
+            if Instant::now() >= deadline {
+                return Err(CliError::HolderUnreachable {
+                    home: self.dir.clone(),
+                    socket,
+                    holder,
+                    waited: HOLDER_WAIT,
+                    reason,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 

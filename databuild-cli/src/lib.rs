@@ -9,7 +9,7 @@
 //! ```text
 //! databuild build 'weekly/week_end=2024-01-07'   # live progress; exit 0 when all is built
 //! databuild analyze --format mermaid <ref>...    # the plan, without running it
-//! databuild status --pattern 'daily/.*'          # the partition catalog in short
+//! databuild status --pattern 'daily/.*'          # the catalog in short, and the open requests
 //! databuild events --follow                      # the BEL, as it grows
 //! databuild logs <job-run-id> --follow           # one run's output
 //! databuild explain <ref>                        # why a partition is, or is not, built
@@ -23,16 +23,69 @@
 //! ```
 //!
 //! Commands that only read (status, events, logs, explain, trace, report)
-//! open the store read-only and never wait for a running build. A second
-//! `build`, `taint` or `cancel` while a build holds the store goes through
-//! that build's control socket ([`control`]): the running orchestrator
-//! takes the request, so concurrent builds share runs instead of racing.
+//! open the store read-only and never wait for a running build.
+//!
+//! # Concurrent builds
+//!
+//! One process at a time holds the store (the BEL, `<home>/bel.sqlite`,
+//! locked through `<home>/bel.sqlite.lock`): the first `build`. A second
+//! `build` meanwhile does not wait for the lock; instead:
+//!
+//! - **It hands its request to the holder** through the holder's control
+//!   socket ([`control`]) and follows the request in the log, with the
+//!   same progress display, summary and exit codes as a build of its own
+//!   (a failed request prints the reason the log gives). The holder runs
+//!   it beside its own requests, so the two share runs instead of racing.
+//!   Its Ctrl-C cancels its request in the holder.
+//! - **Its graph file must build what the holder's builds.** The request
+//!   carries the path of its graph file and a digest of what that file
+//!   builds ([`graph_file::GraphFile::definitions_digest`]: each job's
+//!   label, entrypoint, environment, image, output patterns and working
+//!   directory; parallelism, pools, retries and timeouts are left out).
+//!   The holder refuses a request whose digest differs from its own, and
+//!   the second `build` exits 2 with a message naming both files. A copy
+//!   of the holder's file under another name is accepted. Refs no job of
+//!   the file builds are refused before anything is sent (exit 2).
+//! - **It waits, for a while, for a socket that is not there.** The
+//!   holder binds its socket as soon as it takes the store (a request sent
+//!   while it loads waits in the socket's queue), but a `build` started in
+//!   the same instant may look first, and a holder that is stopping has
+//!   already removed its socket. The second `build` then tries again every
+//!   few tens of milliseconds, checking each time whether the store became
+//!   free (then it takes the store and runs as the holder), for up to
+//!   [`control::HOLDER_WAIT`] (10 s). Past that it exits 1, saying that the
+//!   holder (with its pid) did not answer.
+//! - **When the holder stops**, it first removes its socket and stops
+//!   listening, then finishes serving the requests it had already
+//!   accepted and runs each of them to its end before it lets the store
+//!   go: no request it accepted is left open. A request sent while it
+//!   stops finds no socket and waits as above; a holder that still runs
+//!   others' long requests can outlast the wait. Meanwhile a Ctrl-C in a
+//!   `build` whose request it still runs cannot reach it (the request runs
+//!   to its end; a second Ctrl-C stops following it).
+//! - **If the holder dies** (killed) before the request ends, the second
+//!   `build`, still following it, finds the store free, takes it and
+//!   resumes the request where the holder left it.
+//!
+//! `taint` and `cancel` reach the holder the same way (and act on the
+//! store directly when no build holds it). A saved plan (`build --plan`)
+//! runs only in the process that holds the store: with the store held it
+//! is refused at once.
+//!
+//! `status` lists the open build requests (id, state, what they asked)
+//! and says whether the build holding the store runs each one, or a build
+//! that stopped left it open. With no build holding the store, `cancel
+//! <id>` takes up such a request, stops its runs and records its end; the
+//! other open requests stay open for the next `build`, which resumes them.
 //!
 //! Exit codes: 0 built (or done), 1 build failed, 2 usage or configuration
-//! error (a bad graph file, an unknown id or ref), 130 interrupted. The
-//! first Ctrl-C during `build` cancels the request and waits for its runs
-//! to stop; a second exits at once (the runner keeps the jobs going and the
-//! next `build` takes them up).
+//! error (a bad graph file, an unknown id or ref, a graph file that differs
+//! from the running build's), 130 interrupted. The first Ctrl-C (or
+//! SIGTERM) during `build` cancels the request, and those it resumed, and
+//! waits for their runs to stop; requests other commands handed to it go
+//! on to their end (a Ctrl-C while it waits for them cancels the resumed
+//! ones if it was the first). Another exits at once: the runner keeps the
+//! jobs going and the next `build` takes up what is left open.
 //!
 //! The library half of this crate holds what the command is made of, for
 //! tests and for hosts that want the same pictures of a build:
@@ -160,7 +213,8 @@ pub enum Command {
         #[arg(long)]
         save: Option<PathBuf>,
     },
-    /// The partition catalog in short.
+    /// The partition catalog in short, and the open build requests (who
+    /// runs each).
     Status {
         /// Only partitions matching this regex (anchored), listed.
         #[arg(long)]
@@ -212,7 +266,9 @@ pub enum Command {
         #[arg(required = true)]
         refs: Vec<String>,
     },
-    /// Cancels a running build request.
+    /// Cancels a build request: through the build holding the store, or,
+    /// when none does, one a stopped build left open (taken up, its runs
+    /// stopped, its end recorded).
     Cancel {
         /// The build request.
         build_request_id: String,

@@ -25,6 +25,8 @@ pub struct Progress {
     queued_runs: BTreeMap<String, (String, String)>,
     /// Set once the request ended: `succeeded`, `failed` or `canceled`.
     pub ended: Option<String>,
+    /// Why it failed or was cancelled, as its end event says.
+    pub end_reason: Option<String>,
 }
 
 impl Progress {
@@ -89,10 +91,12 @@ impl Progress {
             }
             Event::BuildFailed(f) => {
                 self.ended = Some("failed".into());
+                self.end_reason = Some(f.reason.clone());
                 Some(format!("build failed: {}", f.reason))
             }
-            Event::BuildCanceled(_) => {
+            Event::BuildCanceled(c) => {
                 self.ended = Some("canceled".into());
+                self.end_reason = Some(c.reason.clone());
                 Some("build cancelled".into())
             }
             _ => None,

@@ -111,20 +111,84 @@ impl Project {
 
     /// Waits until an event of `kind` is in the log.
     fn wait_for_event(&self, kind: &str) -> Value {
+        self.wait_for(kind, |e| e.get(kind).is_some())
+    }
+
+    /// Waits until an event of `kind` of build request `id` is in the log.
+    fn wait_for_event_of(&self, kind: &str, id: &str) -> Value {
+        self.wait_for(kind, |e| {
+            e.get(kind).is_some() && e["build_request_id"].as_str() == Some(id)
+        })
+    }
+
+    /// Waits until an event `is` is in the log.
+    fn wait_for(&self, what: &str, is: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            // The store's file exists a moment before its schema does.
+            // One read: there may be no store yet, or (a moment after its
+            // file appears) no schema in it yet.
             let out = self.cmd().args(["events", "--json"]).output().unwrap();
-            let starting = String::from_utf8_lossy(&out.stderr).contains("no schema yet");
-            if self.path().join(".databuild/bel.sqlite").exists()
-                && !starting
-                && let Some(e) = self.events(&[]).into_iter().find(|e| e.get(kind).is_some())
+            if out.status.success()
+                && let Some(e) = stdout(&out)
+                    .lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                    .find(&is)
             {
                 return e;
             }
-            assert!(Instant::now() < deadline, "no {kind} event in time");
+            assert!(
+                Instant::now() < deadline,
+                "no {what} event in time (events said: {})",
+                stderr(&out)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Makes the `slow` job wait, in `config` and in `exec`, until the
+    /// test releases it ([`release`](Self::release)); it then succeeds at
+    /// once.
+    fn hold_slow_job(&self) {
+        let graph = self.path().join("databuild.toml");
+        let text = std::fs::read_to_string(&graph).unwrap();
+        let held = format!(
+            "SLOW_SECONDS = \"0\", CONFIG_WAIT_FOR = {:?}, EXEC_WAIT_FOR = {:?}",
+            self.path().join("planned-{ref}"),
+            self.path().join("ran-{ref}"),
+        );
+        std::fs::write(&graph, text.replace("SLOW_SECONDS = \"30\"", &held)).unwrap();
+    }
+
+    /// Starts `build <partition>` (of the held `slow` job) and waits until
+    /// a request other than `others` records `event` (`build_planning`:
+    /// its `config` is held; `job_run_running`, with `config` released
+    /// first: its run is held). Returns the process and its request's id.
+    fn start_held(&self, partition: &str, event: &str, others: &[&str]) -> (Child, String) {
+        let child = self.spawn(&["build", "--plain", partition]);
+        let seen = self.wait_for(event, |e| {
+            e.get(event).is_some()
+                && !others.contains(&e["build_request_id"].as_str().unwrap_or_default())
+        });
+        (child, seen["build_request_id"].as_str().unwrap().to_owned())
+    }
+
+    /// Checks that `status` counts `total` build requests, `open` of them
+    /// open.
+    fn assert_requests(&self, total: usize, open: usize) {
+        self.cmd()
+            .args(["status"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(format!(
+                "{total} build request(s), {open} open"
+            )));
+    }
+
+    /// Lets the held `slow` job go on: `step` is `planned` (its `config`)
+    /// or `ran` (its `exec`) for `partition`.
+    fn release(&self, step: &str, partition: &str) {
+        let name = format!("{step}-{}", partition.replace('/', "_"));
+        std::fs::write(self.path().join(name), "").unwrap();
     }
 }
 
@@ -138,6 +202,25 @@ fn stderr(o: &Output) -> String {
 
 fn count(events: &[Value], kind: &str) -> usize {
     events.iter().filter(|e| e.get(kind).is_some()).count()
+}
+
+/// Waits for `child` to exit, then collects what it printed.
+fn finish(mut child: Child, within: Duration) -> Output {
+    wait_exit(&mut child, within);
+    child.wait_with_output().unwrap()
+}
+
+/// Waits for `child` (called `name`) to exit 0, and returns what it printed.
+fn succeeds(name: &str, child: Child) -> Output {
+    let out = finish(child, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{name}: {:?}\n{}\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    out
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
@@ -1113,4 +1196,362 @@ fn the_agent_runs_a_saved_plan_and_streams_it() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("foreign.pb: not a saved plan"));
+}
+
+/// Two `build`s released at the same moment (a barrier: each waits in a
+/// shell for a file, then execs the command): one takes the store, the
+/// other hands its request over the control socket (waiting for it to
+/// listen if it comes first) or takes the store once it is free; both
+/// succeed. Three rounds: on a new store, then on an existing one.
+#[test]
+fn two_builds_started_at_the_same_moment_both_succeed() {
+    let p = Project::new();
+    for round in 1..=3 {
+        let go = p.path().join(format!("go{round}"));
+        let day = format!("daily/date=2024-04-0{round}");
+        let asks = [
+            vec![day.clone()],
+            vec![day.clone(), format!("raw/date=2024-05-0{round}")],
+        ];
+        let ready: Vec<PathBuf> = (0..asks.len())
+            .map(|i| p.path().join(format!("ready{round}-{i}")))
+            .collect();
+        let children: Vec<Child> = asks
+            .iter()
+            .zip(&ready)
+            .map(|(refs, ready)| {
+                std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(r#"touch "$0"; while [ ! -e "$1" ]; do sleep 0.001; done; shift; exec "$@""#)
+                    .arg(ready)
+                    .arg(&go)
+                    .arg(env!("CARGO_BIN_EXE_databuild"))
+                    .args(["build", "--plain"])
+                    .args(refs)
+                    .current_dir(p.path())
+                    .env_remove("DATABUILD_HOME")
+                    .env_remove("DATABUILD_GRAPH")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.iter().all(|r| r.exists()) {
+            assert!(Instant::now() < deadline, "the shells did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::write(&go, "").unwrap();
+        let outs: Vec<Output> = children
+            .into_iter()
+            .map(|c| finish(c, Duration::from_secs(120)))
+            .collect();
+        for out in &outs {
+            assert!(
+                out.status.success(),
+                "round {round}: {:?}\n{}\n{}",
+                out.status,
+                stdout(out),
+                stderr(out)
+            );
+        }
+        let through = outs
+            .iter()
+            .filter(|o| stderr(o).contains("run by the build already holding"))
+            .count();
+        eprintln!("round {round}: {through} of 2 went through the control socket");
+        assert!(p.data(&day.replace('/', "_")).is_some());
+    }
+    p.assert_requests(6, 0);
+}
+
+/// A second `build` while the first plans (its job's `config` is held)
+/// and while it runs (its run is held) is handed to the first over the
+/// control socket and succeeds; so does the first.
+#[test]
+fn a_second_build_goes_through_the_socket_while_the_first_plans_and_runs() {
+    let p = Project::new();
+    p.hold_slow_job();
+    let slow = "slow/date=2024-01-01";
+    let (first, id) = p.start_held(slow, "build_planning", &[]);
+    p.cmd()
+        .args(["build", "--plain", "raw/date=2024-01-02"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("run by the build already holding"))
+        .stdout(predicate::str::contains(": succeeded in"));
+    let events = p.events(&["--build", &id]);
+    assert_eq!(count(&events, "job_graph_emitted"), 0, "still planning");
+
+    p.release("planned", slow);
+    p.wait_for_event_of("job_run_running", &id);
+    p.cmd()
+        .args(["build", "--plain", "raw/date=2024-01-03"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("run by the build already holding"));
+    let events = p.events(&["--build", &id]);
+    assert_eq!(count(&events, "job_run_succeeded"), 0, "still running");
+
+    p.release("ran", slow);
+    succeeds("the first", first);
+    assert!(p.data("raw_date=2024-01-02").is_some() && p.data("raw_date=2024-01-03").is_some());
+    p.assert_requests(3, 0);
+}
+
+/// A `build` with another graph file is refused by the build holding the
+/// store, naming both files (a configuration error: exit 2); a copy of the
+/// holder's file under another name builds the same and is taken.
+#[test]
+fn a_build_of_another_graph_file_is_refused_naming_both() {
+    let p = Project::new();
+    p.hold_slow_job();
+    let slow = "slow/date=2024-01-01";
+    let (first, id) = p.start_held(slow, "build_planning", &[]);
+    let text = std::fs::read_to_string(p.path().join("databuild.toml")).unwrap();
+    // Another environment for the raw job: it builds something else.
+    std::fs::write(
+        p.path().join("other.toml"),
+        text.replacen("SLOW_SECONDS = \"0\"", "SLOW_SECONDS = \"1\"", 1),
+    )
+    .unwrap();
+    std::fs::write(p.path().join("copy.toml"), &text).unwrap();
+    let dir = p.path().canonicalize().unwrap();
+    let out = p.run(&["-g", "other.toml", "build", "raw/date=2024-01-02"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let said = stderr(&out);
+    for file in ["databuild.toml", "other.toml"] {
+        assert!(
+            said.contains(&dir.join(file).display().to_string()),
+            "names {file}: {said}"
+        );
+    }
+    assert!(said.contains("defines other jobs"), "{said}");
+    assert!(p.data("raw_date=2024-01-02").is_none());
+
+    p.cmd()
+        .args(["-g", "copy.toml", "build", "--plain", "raw/date=2024-01-02"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("run by the build already holding"));
+    assert!(p.data("raw_date=2024-01-02").is_some());
+
+    p.release("planned", slow);
+    p.release("ran", slow);
+    succeeds("the first", first);
+    let events = p.events(&["--build", &id]);
+    assert_eq!(count(&events, "build_succeeded"), 1);
+}
+
+/// A build that arrives while the holder stops (its own request ended, the
+/// socket is gone, a request submitted earlier still runs) waits and
+/// takes the store once it is free; the request submitted earlier is run
+/// to its end, and nothing stays open.
+#[test]
+fn a_build_arriving_while_the_holder_stops_waits_and_takes_the_store() {
+    let p = Project::new();
+    p.hold_slow_job();
+    let (a, b) = ("slow/date=2024-01-01", "slow/date=2024-01-02");
+    for r in [a, b] {
+        p.release("planned", r);
+    }
+    let (first, first_id) = p.start_held(a, "job_run_running", &[]);
+    let (second, _) = p.start_held(b, "job_run_running", &[&first_id]);
+
+    // The first's own request ends: it stops listening, then waits for
+    // the second's.
+    p.release("ran", a);
+    let socket = p.path().join(".databuild/control.sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while socket.exists() {
+        assert!(Instant::now() < deadline, "the holder kept its socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let third = p.spawn(&["build", "--plain", "raw/date=2024-01-05"]);
+    // Give it time to find the store held and the socket gone (it tries
+    // again meanwhile); the outcome is the same if it is late.
+    std::thread::sleep(Duration::from_millis(500));
+    p.release("ran", b);
+
+    succeeds("the first", first);
+    succeeds("the second", second);
+    let out = succeeds("the third", third);
+    assert!(
+        !stderr(&out).contains("run by the build already holding"),
+        "the stopping holder took nothing more: {}",
+        stderr(&out)
+    );
+    assert!(p.data("slow_date=2024-01-02").is_some() && p.data("raw_date=2024-01-05").is_some());
+    p.assert_requests(3, 0);
+}
+
+/// A build killed (SIGKILL) leaves its request open: `status` lists it
+/// (id, state, what it asked), and `cancel`, with no build holding the
+/// store, takes it up, stops its run and records the cancel.
+#[test]
+fn status_lists_a_request_a_killed_build_left_open_and_cancel_drops_it() {
+    let p = Project::new();
+    p.hold_slow_job();
+    let slow = "slow/date=2024-01-01";
+    p.release("planned", slow);
+    let (mut child, id) = p.start_held(slow, "job_run_running", &[]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    p.cmd()
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 build request(s), 1 open"))
+        .stdout(predicate::str::contains(format!(
+            "open request {id} (executing): {slow}; left open by a build that stopped"
+        )));
+    p.cmd()
+        .args(["cancel", &id])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "build request {id} cancelled"
+        )));
+    p.cmd()
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 build request(s), 0 open"))
+        .stdout(predicate::str::contains("open request").not());
+    let events = p.events(&["--build", &id]);
+    assert_eq!(count(&events, "build_canceled"), 1, "{events:?}");
+    assert_eq!(count(&events, "job_run_canceled"), 1, "{events:?}");
+    assert!(p.data("slow_date=2024-01-01").is_none());
+}
+
+/// A small random generator (splitmix64), seeded from the clock or from
+/// `DATABUILD_TEST_SEED`, so that a failing run can be replayed.
+struct Random(u64);
+
+impl Random {
+    fn new() -> Self {
+        let seed = std::env::var("DATABUILD_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("seed {seed} (DATABUILD_TEST_SEED replays it)");
+        Self(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// `build` killed (SIGKILL) twenty times at random moments, planning
+/// included, over a graph of 200 partitions whose job counts each of its
+/// executions (`tests/fixtures/count.sh` appends the run's id to a file);
+/// then a build run to its end. Each partition is executed once, except
+/// for runs the log records Lost, and the last build succeeds.
+#[test]
+fn builds_killed_at_random_moments_execute_each_partition_once() {
+    let p = Project::new();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/count.sh");
+    let counted = p.path().join("count");
+    let mut toml = String::from("[build]\nparallelism = 8\n");
+    for (job, pattern) in [("part", r"part/n=\d{3}"), ("sum", r"sum/g=\d")] {
+        toml.push_str(&format!(
+            "\n[[job]]\nlabel = \"//k:{job}\"\nentrypoint = [\"sh\", {script:?}, \"{job}\"]\noutputs = ['{pattern}']\nenv = {{ COUNT = {counted:?}, CONFIG_SECONDS = \"0.2\", EXEC_SECONDS = \"0.02\" }}\n",
+        ));
+    }
+    std::fs::write(p.path().join("databuild.toml"), toml).unwrap();
+    // Ten sums, each reading nineteen parts: 200 partitions.
+    let mut args = vec!["build".to_owned(), "--plain".to_owned()];
+    args.extend((0..10).map(|g| format!("sum/g={g}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let mut random = Random::new();
+    let started = Instant::now();
+    for _ in 0..20 {
+        let mut child = std::process::Command::cargo_bin("databuild")
+            .unwrap()
+            .current_dir(p.path())
+            .env_remove("DATABUILD_HOME")
+            .env_remove("DATABUILD_GRAPH")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(random.below(800)));
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    let killed = started.elapsed();
+    // Time enough for a last build that runs everything again per request.
+    let last = p
+        .cmd()
+        .timeout(Duration::from_secs(300))
+        .args(&args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "20 kills in {:.1} s, the last build in {:.1} s",
+        killed.as_secs_f64(),
+        (started.elapsed() - killed).as_secs_f64()
+    );
+
+    // What ran: each execution's run id and partition.
+    let text = std::fs::read_to_string(&counted).unwrap_or_default();
+    let executions: Vec<(&str, &str)> = text
+        .lines()
+        .map(|l| l.split_once(' ').expect("<run id> <ref>"))
+        .collect();
+    let events = p.events(&[]);
+    let lost: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.get("job_run_lost").is_some())
+        .map(|e| e["job_run_id"].as_str().unwrap())
+        .collect();
+    let mut by_partition: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (run, partition) in &executions {
+        by_partition.entry(partition).or_default().push(run);
+    }
+    let again: Vec<String> = by_partition
+        .iter()
+        .filter(|(_, runs)| runs.iter().filter(|r| !lost.contains(*r)).count() != 1)
+        .map(|(p, runs)| format!("{p} ({} executions)", runs.len()))
+        .collect();
+    let mut ids: Vec<&str> = executions.iter().map(|(r, _)| *r).collect();
+    ids.sort_unstable();
+    let executed = ids.len();
+    ids.dedup();
+    eprintln!(
+        "{executed} executions of 200 partitions ({} partitions executed), {} runs lost, {} run ids executed twice, {} partitions executed other than once; the last build exited {:?}",
+        by_partition.len(),
+        lost.len(),
+        executed - ids.len(),
+        again.len(),
+        last.status.code()
+    );
+    assert!(
+        last.status.success(),
+        "the last build: {}\n{}",
+        stdout(&last),
+        stderr(&last)
+    );
+    assert_eq!(executed, ids.len(), "a run id executed twice");
+    assert_eq!(by_partition.len(), 200, "every partition executed");
+    assert!(
+        again.is_empty(),
+        "{} partitions executed other than once without a lost run, such as {:?}",
+        again.len(),
+        &again[..again.len().min(5)]
+    );
 }

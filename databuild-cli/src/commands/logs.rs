@@ -83,9 +83,8 @@ pub(super) async fn run(home: &Home, job_run_id: &str, follow: bool) -> Result<E
     }
 }
 
-/// A build request's combined log (DESIGN.md "Logs", seed 003's single
-/// combined log): its events and every line of its runs' logs, merged by
-/// time.
+/// A build request's combined log (seed 003's single combined log): its
+/// events and every line of its runs' logs, merged by time.
 pub(super) async fn combined(home: &Home, id: &str) -> Result<ExitCode, CliError> {
     let bel = home.reader()?;
     let events = crate::home::read_all(&bel, 0, &EventFilter::build_request(id)).await?;

@@ -44,9 +44,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     refs: &refs,
                     plan: plan.as_deref(),
                 },
-                force,
-                keep_going,
-                plain,
+                build::How {
+                    force,
+                    keep_going,
+                    plain,
+                },
             )
             .await
         }

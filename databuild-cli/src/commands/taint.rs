@@ -10,7 +10,7 @@ use databuild_core::{BelSink, Graph, Orchestrator};
 use crate::CliError;
 use crate::control::{self, ControlOp};
 use crate::graph_file::GraphFile;
-use crate::home::{Home, is_locked};
+use crate::home::{Home, Reached};
 
 fn refused(home: &Home, reply: control::ControlReply) -> Result<(), CliError> {
     if reply.ok {
@@ -25,19 +25,12 @@ fn refused(home: &Home, reply: control::ControlReply) -> Result<(), CliError> {
 
 pub(super) async fn taint(home: &Home, refs: &[String]) -> Result<ExitCode, CliError> {
     let wanted = super::parse_refs(refs)?;
-    match home.writer() {
-        Err(e) if is_locked(&e) => {
-            let reply = control::send(
-                &home.control_socket(),
-                ControlOp::Taint {
-                    partitions: refs.to_vec(),
-                },
-            )
-            .await?;
-            refused(home, reply)?;
-        }
-        Err(e) => return Err(e),
-        Ok(bel) => {
+    let op = ControlOp::Taint {
+        partitions: refs.to_vec(),
+    };
+    match home.take_or_send(&op).await? {
+        Reached::Answered(reply) => refused(home, reply)?,
+        Reached::Held(bel) => {
             let bel: Arc<dyn BelSink> = Arc::new(bel);
             let state = super::state_of(&*bel).await?;
             let open: Vec<String> = state
@@ -80,15 +73,11 @@ pub(super) async fn cancel(
     settings: &databuild_core::settings::Settings,
     id: &str,
 ) -> Result<ExitCode, CliError> {
-    match home.writer() {
-        Err(e) if is_locked(&e) => {
-            let reply = control::send(
-                &home.control_socket(),
-                ControlOp::Cancel {
-                    build_request_id: id.to_owned(),
-                },
-            )
-            .await?;
+    let op = ControlOp::Cancel {
+        build_request_id: id.to_owned(),
+    };
+    match home.take_or_send(&op).await? {
+        Reached::Answered(reply) => {
             if !reply.ok {
                 // Say which of unknown, ended or refused it is.
                 let state = super::load_state(home).await?;
@@ -98,8 +87,7 @@ pub(super) async fn cancel(
             println!("cancelling build request {id}: its runs are being stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Err(e),
-        Ok(bel) => {
+        Reached::Held(bel) => {
             let bel: Arc<dyn BelSink> = Arc::new(bel);
             let state = super::state_of(&*bel).await?;
             check_open(home, &state, id)?;
@@ -107,16 +95,34 @@ pub(super) async fn cancel(
             // (its runs are found, stopped, and the cancel recorded).
             let file = GraphFile::read(graph)?;
             let orchestrator = super::orchestrator(home, &file, settings, bel).await?;
-            let resumed = orchestrator.resumed();
-            let _ = orchestrator.cancel(id, "cancelled from the command line");
-            for r in resumed {
-                let rid = r.build_request_id().to_owned();
-                match r.outcome().await {
-                    Ok(o) if o.canceled => println!("build request {rid} cancelled"),
-                    Ok(o) if o.succeeded() => println!("build request {rid} succeeded"),
-                    Ok(_) => println!("build request {rid} failed"),
-                    Err(e) => println!("build request {rid}: {e}"),
+            let mut resumed = orchestrator.resumed();
+            match resumed.iter().position(|r| r.build_request_id() == id) {
+                Some(at) => {
+                    let target = resumed.swap_remove(at);
+                    let _ = orchestrator.cancel(id, "cancelled from the command line");
+                    match target.outcome().await {
+                        Ok(o) if o.canceled => println!("build request {id} cancelled"),
+                        Ok(o) if o.succeeded() => println!("build request {id} succeeded"),
+                        Ok(_) => println!("build request {id} failed"),
+                        Err(e) => println!("build request {id}: {e}"),
+                    }
                 }
+                // It had begun to end: loading closed it.
+                None => match orchestrator.state().request(id) {
+                    Some(r) => println!(
+                        "build request {id} {}",
+                        format!("{:?}", r.state).to_ascii_lowercase()
+                    ),
+                    None => println!("build request {id} is gone"),
+                },
+            }
+            // The others stay open for the next build to take up: this
+            // command cancels, it does not build.
+            for r in resumed {
+                println!(
+                    "build request {} stays open (left by a build that stopped): the next `databuild build` takes it up",
+                    r.build_request_id()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
