@@ -2030,11 +2030,19 @@ impl<'a> Execution<'a> {
                     let left = self.cover_left.entry(task.index()).or_insert(1);
                     *left = left.saturating_sub(1);
                     if *left == 0 {
-                        self.set_status(task, TaskStatus::Done);
-                        self.end_task(task, TaskEnd::Built);
-                        let downstream: Vec<TaskId> =
-                            self.plan.downstream(task).map(|(d, _)| d).collect();
-                        self.inputs_ready(downstream);
+                        if self.outputs_available(task) {
+                            self.set_status(task, TaskStatus::Done);
+                            self.end_task(task, TaskEnd::Built);
+                            let downstream: Vec<TaskId> =
+                                self.plan.downstream(task).map(|(d, _)| d).collect();
+                            self.inputs_ready(downstream);
+                        } else {
+                            // Others built some of its outputs, not all:
+                            // the task is decided again (and runs for all of
+                            // them: a config covers the task as a whole).
+                            self.cover_left.remove(&task.index());
+                            self.queue(task);
+                        }
                     }
                     self.commit(Vec::new()).await
                 }
@@ -2102,6 +2110,16 @@ impl<'a> Execution<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// Whether every output of `task` is available.
+    fn outputs_available(&self, task: TaskId) -> bool {
+        let state = self.build.inner.lock_state();
+        self.plan.task(task).config.outputs.iter().all(|o| {
+            state
+                .partition(o)
+                .is_some_and(|e| e.status == PartitionStatus::Available)
+        })
     }
 
     /// Whether the other request's run of `partition` ended without the job

@@ -32,6 +32,20 @@
 //! stop the request: what depends on the failed task is not built and the
 //! rest goes on.
 //!
+//! Requests that overlap share runs. When a task of a request would be
+//! queued, the request decides, in the same commit as the run's
+//! `job_run_queued` and against the registry of what live requests are
+//! building (queued and buffered runs included), whether it builds the
+//! task's partitions or waits for the request that claimed them: a waiter
+//! records `partition_delegated` naming that request and its run, and is
+//! attached (`job_run_attached`) to every run queued for the claim (a
+//! retry too). What the planner saw being built is a hint that saves a
+//! `config` call, never the decision. A request ending early keeps the
+//! queued or running runs another live request waits on, and cancels them
+//! once none does. So at any moment at most one live run builds a
+//! partition, and a partition is built once until it is tainted, its run
+//! fails, is cancelled or lost, or a request forces it.
+//!
 //! After a restart on the same BEL, [`Orchestrator::load`] resumes the
 //! requests the last orchestrator left open ([`Orchestrator::resumed`]):
 //! only-queued runs go back to the queue, scheduled runs that never
