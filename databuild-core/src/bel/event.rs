@@ -64,6 +64,21 @@ impl Event {
     }
 }
 
+impl Event {
+    /// Whether the event ends a job run (its state is then terminal:
+    /// succeeded, failed, canceled, lost or missing deps).
+    pub fn ends_job_run(&self) -> bool {
+        matches!(
+            self,
+            Event::JobRunSucceeded(_)
+                | Event::JobRunFailed(_)
+                | Event::JobRunCanceled(_)
+                | Event::JobRunLost(_)
+                | Event::JobRunMissingDeps(_)
+        )
+    }
+}
+
 impl BuildEvent {
     /// An event stamped with the current time, not yet part of a request.
     pub fn new(event: Event) -> Self {
