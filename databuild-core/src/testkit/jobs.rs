@@ -1,9 +1,11 @@
 //! A job for tests: `<name>/<key>` partitions, one config per output (or
 //! one for all, [`TestJob::batching`]), each reading `<input>/<key>` of its
 //! inputs, run as a process (for example `sh -c <script>`), optionally in
-//! an image. Its `config` calls are recorded ([`TestJob::config_calls`]).
+//! an image. Its `config` calls are recorded ([`TestJob::config_calls`]),
+//! and can be made to take time ([`TestJob::config_latency`]).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -20,6 +22,7 @@ pub struct TestJob {
     hints: Arc<SchedulingHints>,
     launch: ProcessLaunch,
     batching: bool,
+    config_latency: Duration,
     calls: Arc<Mutex<Vec<Vec<PartitionRef>>>>,
 }
 
@@ -37,6 +40,7 @@ impl TestJob {
             hints: Arc::default(),
             launch: ProcessLaunch::new(argv),
             batching: false,
+            config_latency: Duration::ZERO,
             calls: Arc::default(),
         }
     }
@@ -46,6 +50,16 @@ impl TestJob {
     #[must_use]
     pub fn batching(mut self) -> Self {
         self.batching = true;
+        self
+    }
+
+    /// Each `config` call takes `latency` before it answers (a
+    /// `tokio::time::sleep`, so under a paused clock it is simulated time),
+    /// as a real job's short `config` process does. The call is recorded
+    /// when it begins. Default: no latency.
+    #[must_use]
+    pub fn config_latency(mut self, latency: Duration) -> Self {
+        self.config_latency = latency;
         self
     }
 
@@ -98,6 +112,9 @@ impl DataBuildJob for TestJob {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(outputs.to_vec());
+        if !self.config_latency.is_zero() {
+            tokio::time::sleep(self.config_latency).await;
+        }
         let configs: Vec<JobConfig> = outputs
             .iter()
             .map(|o| {

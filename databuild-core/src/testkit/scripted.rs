@@ -6,10 +6,15 @@
 //! beat, succeed, fail, report missing deps, hang or stop beating, exactly
 //! when the test wants. Cancels are confirmed at once unless the test asks
 //! to confirm them itself. Every launch is recorded, so a test can check
-//! that no job run id was launched twice.
+//! that no job run id was launched twice, and so is every run's life
+//! ([`ScriptedExecutor::history`]): when it was launched or re-attached and
+//! when it ended, in tokio time and in the executor's own order, so a test
+//! can tell whether two runs overlapped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -20,6 +25,7 @@ use crate::executor::{
     Outcome, RunUpdate, RunUpdates, SurvivingRun,
 };
 use crate::job::protocol::MissingDeps;
+use crate::partition::PartitionRef;
 use crate::proto::FailureStage;
 
 /// What an auto script does with a run.
@@ -28,6 +34,14 @@ use crate::proto::FailureStage;
 pub enum Script {
     /// End at once with this outcome.
     Exit(Outcome),
+    /// Run for `after` (tokio time: simulated under a paused clock), then
+    /// end with `outcome`, unless it was cancelled first.
+    ExitAfter {
+        /// How long it runs.
+        after: Duration,
+        /// How it ends.
+        outcome: Outcome,
+    },
     /// Stay running until cancelled.
     Hang,
     /// Hand the run to the test ([`ScriptedExecutor::next_launch`]).
@@ -57,6 +71,35 @@ impl Script {
 
 type AutoScript = dyn Fn(&JobRunSpec) -> Script + Send + Sync;
 
+/// A point in a [`ScriptedExecutor`]'s life: the tokio time, and a number
+/// from one counter for all its runs' starts and ends and its
+/// [`mark`](ScriptedExecutor::mark)s, which orders points of one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mark {
+    /// The executor's order.
+    pub order: u64,
+    /// The tokio time.
+    pub at: tokio::time::Instant,
+}
+
+/// One run as the executor saw it (see [`ScriptedExecutor::history`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// Its id.
+    pub job_run_id: String,
+    /// The outputs of its config; empty for a re-attached run (the
+    /// executor was not given its spec).
+    pub outputs: Vec<PartitionRef>,
+    /// Whether it outlived an earlier orchestrator and was re-attached
+    /// rather than launched.
+    pub reattached: bool,
+    /// When it was launched or re-attached.
+    pub started: Mark,
+    /// When it ended, and how; `None` while it runs.
+    pub ended: Option<(Mark, Outcome)>,
+}
+
 /// A run handed to the test.
 #[derive(Debug)]
 pub struct ScriptedRun {
@@ -79,6 +122,8 @@ struct Entry {
     tx: Option<mpsc::UnboundedSender<RunUpdate>>,
     cancel_reason: Option<String>,
     exited: bool,
+    /// Its index in the history.
+    record: usize,
 }
 
 struct Inner {
@@ -94,6 +139,8 @@ struct Inner {
     survivors: HashMap<String, Option<Outcome>>,
     reattached: Mutex<Vec<String>>,
     health: tokio::sync::broadcast::Sender<HealthReport>,
+    history: Mutex<Vec<RunRecord>>,
+    order: AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -110,6 +157,45 @@ impl Inner {
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn history(&self) -> MutexGuard<'_, Vec<RunRecord>> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            order: self.order.fetch_add(1, Ordering::SeqCst),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Registers a live run (launched, or re-attached when `outputs` is
+    /// `None`) and opens its record.
+    fn register(
+        &self,
+        runs: &mut HashMap<String, Entry>,
+        job_run_id: &str,
+        outputs: Option<&[PartitionRef]>,
+        tx: mpsc::UnboundedSender<RunUpdate>,
+    ) {
+        let mut history = self.history();
+        history.push(RunRecord {
+            job_run_id: job_run_id.to_owned(),
+            outputs: outputs.map(<[_]>::to_vec).unwrap_or_default(),
+            reattached: outputs.is_none(),
+            started: self.mark(),
+            ended: None,
+        });
+        runs.insert(
+            job_run_id.to_owned(),
+            Entry {
+                tx: Some(tx),
+                cancel_reason: None,
+                exited: false,
+                record: history.len() - 1,
+            },
+        );
+    }
+
     /// Sends an update to a live run; an exit ends it.
     fn send(&self, job_run_id: &str, update: RunUpdate) -> bool {
         let mut runs = self.runs();
@@ -120,9 +206,13 @@ impl Inner {
             return false;
         };
         let sent = tx.send(update.clone()).is_ok();
-        if matches!(update, RunUpdate::Exited(_)) {
+        if let RunUpdate::Exited(outcome) = update {
             entry.exited = true;
             entry.tx = None;
+            let end = self.mark();
+            if let Some(record) = self.history().get_mut(entry.record) {
+                record.ended = Some((end, outcome));
+            }
         }
         sent
     }
@@ -239,6 +329,8 @@ impl ScriptedExecutor {
                 survivors: HashMap::new(),
                 reattached: Mutex::default(),
                 health: tokio::sync::broadcast::channel(16).0,
+                history: Mutex::default(),
+                order: AtomicU64::new(0),
             }),
         }
     }
@@ -262,6 +354,18 @@ impl ScriptedExecutor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Every run launched or re-attached, in the order they started, with
+    /// when each ended (see [`RunRecord`]).
+    pub fn history(&self) -> Vec<RunRecord> {
+        self.inner.history().clone()
+    }
+
+    /// A point in the executor's order now, for a test that relates other
+    /// happenings (the log's appends) to its runs' starts and ends.
+    pub fn mark(&self) -> Mark {
+        self.inner.mark()
     }
 
     /// Job run ids launched and not yet exited.
@@ -378,14 +482,8 @@ impl Executor for ScriptedExecutor {
             let _ = tx.send(RunUpdate::Running {
                 handle: format!("scripted:{}", spec.job_run_id),
             });
-            runs.insert(
-                spec.job_run_id.clone(),
-                Entry {
-                    tx: Some(tx),
-                    cancel_reason: None,
-                    exited: false,
-                },
-            );
+            self.inner
+                .register(&mut runs, &spec.job_run_id, Some(&spec.config.outputs), tx);
         }
         self.inner
             .launched
@@ -396,6 +494,12 @@ impl Executor for ScriptedExecutor {
         match script {
             Script::Exit(outcome) => {
                 control.exit(outcome);
+            }
+            Script::ExitAfter { after, outcome } => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    control.exit(outcome);
+                });
             }
             Script::Hang | Script::Refuse { .. } => {}
             Script::Manual => {
@@ -439,14 +543,7 @@ impl Executor for ScriptedExecutor {
             if runs.contains_key(job_run_id) {
                 return Err(unknown());
             }
-            runs.insert(
-                job_run_id.to_owned(),
-                Entry {
-                    tx: Some(tx),
-                    cancel_reason: None,
-                    exited: false,
-                },
-            );
+            self.inner.register(&mut runs, job_run_id, None, tx);
         }
         self.inner
             .reattached
@@ -540,6 +637,41 @@ mod tests {
         assert_eq!(exec.launched(), ["r1"]);
         assert!(exec.running().is_empty());
         assert!(exec.launch(spec("r1")).await.is_err(), "one launch per id");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_history_orders_starts_ends_and_marks() {
+        let exec = ScriptedExecutor::with_script(|spec| match spec.job_run_id.as_str() {
+            "slow" => Script::ExitAfter {
+                after: Duration::from_secs(2),
+                outcome: Outcome::Succeeded {
+                    manifest: Vec::new(),
+                },
+            },
+            _ => Script::fail("at once"),
+        });
+        let mut slow = exec.launch(spec("slow")).await.unwrap();
+        let mut quick = exec.launch(spec("quick")).await.unwrap();
+        let between = exec.mark();
+        let history = exec.history();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[0].ended, None, "still running");
+        let (quick_end, outcome) = history[1].ended.clone().unwrap();
+        assert!(matches!(outcome, Outcome::Failed { .. }));
+        assert!(quick_end < between);
+        let got: Vec<RunUpdate> = (&mut slow).collect().await;
+        assert!(matches!(
+            got.last(),
+            Some(RunUpdate::Exited(Outcome::Succeeded { .. }))
+        ));
+        let _ = (&mut quick).collect::<Vec<_>>().await;
+        let history = exec.history();
+        let slow = &history[0];
+        assert_eq!(slow.job_run_id, "slow");
+        assert!(!slow.reattached);
+        let (slow_end, _) = slow.ended.clone().unwrap();
+        assert!(slow.started < history[1].started);
+        assert!(between < slow_end, "it ended after the mark");
     }
 
     #[tokio::test]
