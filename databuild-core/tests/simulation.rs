@@ -459,6 +459,11 @@ impl<'a> LogFacts<'a> {
                             Ok(PartitionStatus::Tainted) => {
                                 facts.built_before.remove(partition);
                             }
+                            // A forced rebuild before the cut opens a new
+                            // epoch, as it does after.
+                            Ok(PartitionStatus::Building) if forced => {
+                                facts.built_before.remove(partition);
+                            }
                             _ => {}
                         }
                     }
