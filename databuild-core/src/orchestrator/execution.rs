@@ -49,10 +49,10 @@ pub(crate) enum Control {
     CancelRun { job_run_id: String, reason: String },
     /// Flush its buffer of this job now: another request filled the batch.
     FlushBuffer { job: String },
-    /// The last live request waiting for this partition, which the request
-    /// builds, stopped waiting: a request that is ending and kept its run
-    /// only for the waiters lets it go.
-    Unwaited { partition: PartitionRef },
+    /// The last live request waiting on this claim of the request stopped
+    /// waiting: a request that is ending and kept the claim's run only for
+    /// the waiters lets it go.
+    Unwaited { claim: Arc<Claim> },
 }
 
 /// Where a task of the plan is.
@@ -164,6 +164,19 @@ enum Ending {
         reason: String,
         source: CancelSource,
     },
+}
+
+impl Ending {
+    /// Why, and on whose behalf, the request's runs are stopped.
+    fn stop_reason(&self) -> (String, CancelSource) {
+        match self {
+            Ending::FailFast(_) => (
+                "fail fast: another job of the build failed".to_owned(),
+                CancelSource::FailFast,
+            ),
+            Ending::Canceled { reason, source } => (reason.clone(), *source),
+        }
+    }
 }
 
 /// Tasks per status, kept as statuses change (never recounted).
@@ -741,13 +754,8 @@ impl<'a> Execution<'a> {
                 .collect()
         };
         if !foreign.is_empty() {
-            let requested: HashSet<&PartitionRef> = self.plan.requested().iter().collect();
-            let newly: Vec<PartitionRef> = foreign
-                .iter()
-                .filter(|(p, _)| requested.contains(p))
-                .map(|(p, _)| p.clone())
-                .collect();
-            self.delegated.extend(newly);
+            let partitions: Vec<PartitionRef> = foreign.iter().map(|(p, _)| p.clone()).collect();
+            self.note_delegated(&partitions);
             *self.cover_left.entry(task.index()).or_insert(0) += foreign.len() as u32;
             for (partition, claim) in foreign {
                 let rx = self.join_claim(&partition, &claim, events);
@@ -767,13 +775,7 @@ impl<'a> Execution<'a> {
         };
         if built_meanwhile && !self.published.contains_key(&task.index()) {
             events.extend(self.delegations_to_built(&outputs));
-            let requested: HashSet<&PartitionRef> = self.plan.requested().iter().collect();
-            let newly: Vec<PartitionRef> = outputs
-                .iter()
-                .filter(|p| requested.contains(p))
-                .cloned()
-                .collect();
-            self.delegated.extend(newly);
+            self.note_delegated(&outputs);
             self.set_status(task, TaskStatus::Done);
             let downstream: Vec<TaskId> = self.plan.downstream(task).map(|(d, _)| d).collect();
             self.inputs_ready(downstream);
@@ -800,9 +802,7 @@ impl<'a> Execution<'a> {
     ) -> tokio::sync::watch::Receiver<TaskEnd> {
         let run = claim.run();
         claim.join(&self.build.id, std::slice::from_ref(partition));
-        if !self.joined.iter().any(|c| Arc::ptr_eq(c, claim)) {
-            self.joined.push(Arc::clone(claim));
-        }
+        self.note_joined(claim);
         events.push(self.event(
             "",
             Event::PartitionDelegated(proto::PartitionDelegated {
@@ -832,6 +832,24 @@ impl<'a> Execution<'a> {
             }
         }
         claim.subscribe()
+    }
+
+    /// Of `partitions`, those this request asked for are delegated (once
+    /// each) in its outcome.
+    fn note_delegated(&mut self, partitions: &[PartitionRef]) {
+        let requested: HashSet<&PartitionRef> = self.plan.requested().iter().collect();
+        for p in partitions {
+            if requested.contains(p) && !self.delegated.contains(p) {
+                self.delegated.push(p.clone());
+            }
+        }
+    }
+
+    /// Remembers a claim this request waits on, to leave it when it ends.
+    fn note_joined(&mut self, claim: &Arc<Claim>) {
+        if !self.joined.iter().any(|c| Arc::ptr_eq(c, claim)) {
+            self.joined.push(Arc::clone(claim));
+        }
     }
 
     /// Waits for the end of another request's task building `partition`.
@@ -1195,8 +1213,9 @@ impl<'a> Execution<'a> {
                 self.queue(task);
             }
             Ok(covered) => {
-                let requested: HashSet<PartitionRef> =
-                    self.plan.requested().iter().cloned().collect();
+                let partitions: Vec<PartitionRef> =
+                    covered.iter().map(|c| c.partition.clone()).collect();
+                self.note_delegated(&partitions);
                 // The owner recorded the attachments with the runs.
                 self.cover_left.insert(task.index(), covered.len() as u32);
                 for c in covered {
@@ -1212,14 +1231,9 @@ impl<'a> Execution<'a> {
                     if !self.attached.contains(&c.run) {
                         self.attached.push(c.run.clone());
                     }
-                    if requested.contains(&c.partition) {
-                        self.delegated.push(c.partition.clone());
-                    }
                     self.covering.insert(c.partition.clone(), task);
                     self.external.insert(c.partition.clone(), Vec::new());
-                    if !self.joined.iter().any(|j| Arc::ptr_eq(j, &c.claim)) {
-                        self.joined.push(Arc::clone(&c.claim));
-                    }
+                    self.note_joined(&c.claim);
                     self.wait(c.partition, c.claim.subscribe());
                 }
             }
@@ -1821,7 +1835,6 @@ impl<'a> Execution<'a> {
         self.set_status(task, TaskStatus::Waiting);
         // Count what each new task and the rerun wait for; queue what is
         // ready.
-        let events = Vec::new();
         let mut doomed = Vec::new();
         for t in new_tasks.iter().copied().chain([task]) {
             let mut waiting = 0;
@@ -1847,7 +1860,7 @@ impl<'a> Execution<'a> {
                 self.queue(t);
             }
         }
-        self.commit(events).await?;
+        self.commit(Vec::new()).await?;
         for (t, why) in doomed {
             let run = self.tasks[t.index()].run.clone().unwrap_or_default();
             self.task_failed(t, &run, why, false).await?;
@@ -1943,14 +1956,9 @@ impl<'a> Execution<'a> {
             if !claim.has_waiter(|w| controls.contains_key(w))
                 && let Some(tx) = controls.get(&claim.owner)
             {
-                let partition = inner
-                    .building()
-                    .iter()
-                    .find(|(_, c)| Arc::ptr_eq(c, &claim))
-                    .map(|(p, _)| p.clone());
-                if let Some(partition) = partition {
-                    let _ = tx.send(Control::Unwaited { partition });
-                }
+                let _ = tx.send(Control::Unwaited {
+                    claim: Arc::clone(&claim),
+                });
             }
         }
         runs
@@ -2000,11 +2008,8 @@ impl<'a> Execution<'a> {
                 }
             }
         }
-        let requested: HashSet<&PartitionRef> = self.plan.requested().iter().collect();
+        self.note_delegated(&in_progress);
         for partition in &in_progress {
-            if requested.contains(partition) {
-                self.delegated.push(partition.clone());
-            }
             let tasks = readers.remove(partition).unwrap_or_default();
             for t in &tasks {
                 self.tasks[t.index()].waiting_on += 1;
@@ -2189,7 +2194,6 @@ impl<'a> Execution<'a> {
             }
         }
         self.delegated.retain(|p| *p != partition);
-        let events = Vec::new();
         for t in new_tasks {
             let waiting = self
                 .plan
@@ -2204,7 +2208,7 @@ impl<'a> Execution<'a> {
                 self.queue(t);
             }
         }
-        self.commit(events).await
+        self.commit(Vec::new()).await
     }
 
     /// A task failed for good. With keep-going, what depends on it is not
@@ -2265,13 +2269,7 @@ impl<'a> Execution<'a> {
     /// Fail-fast or cancel: stop launching, end queued runs, ask running
     /// ones to stop, and wait (at most `kill_grace`) for their confirmation.
     async fn begin_ending(&mut self, ending: Ending) -> Result<(), BuildError> {
-        let (reason, source) = match &ending {
-            Ending::FailFast(_) => (
-                "fail fast: another job of the build failed".to_owned(),
-                CancelSource::FailFast,
-            ),
-            Ending::Canceled { reason, source } => (reason.clone(), *source),
-        };
+        let (reason, source) = ending.stop_reason();
         self.ending = Some(ending);
         // Decided in one commit turn: no request joins a claim of this one
         // between the decision to keep a run for its waiters and the cancels.
@@ -2460,7 +2458,7 @@ impl<'a> Execution<'a> {
     async fn on_control(&mut self, control: Control) -> Result<(), BuildError> {
         match control {
             Control::FlushBuffer { job } => self.flush(&job).await,
-            Control::Unwaited { partition } => self.unwaited(&partition).await,
+            Control::Unwaited { claim } => self.unwaited(&claim).await,
             Control::Cancel { reason } => {
                 if matches!(self.ending, Some(Ending::Canceled { .. })) {
                     return Ok(());
@@ -2472,35 +2470,8 @@ impl<'a> Execution<'a> {
                 .await
             }
             Control::CancelRun { job_run_id, reason } => {
-                let stopping = match (
-                    self.runs.get(&job_run_id),
-                    self.launching_ids.get(&job_run_id),
-                ) {
-                    (Some(live), _) => Some(live.stop.is_some()),
-                    (None, Some(pending)) => Some(pending.is_some()),
-                    (None, None) => None,
-                };
-                if let Some(stopping) = stopping {
-                    if stopping {
-                        return Ok(());
-                    }
-                    self.commit(vec![self.event(
-                        &job_run_id,
-                        Event::JobRunKillRequested(proto::JobRunKillRequested {
-                            reason: reason.clone(),
-                            source: CancelSource::User as i32,
-                        }),
-                    )])
-                    .await?;
-                    self.stop_run(
-                        &job_run_id,
-                        Stop::Cancel {
-                            reason,
-                            source: CancelSource::User,
-                        },
-                    )
-                    .await;
-                    return Ok(());
+                if self.stop_asked(&job_run_id).is_some() {
+                    return self.kill(&job_run_id, reason, CancelSource::User).await;
                 }
                 // A queued run ends at once.
                 let queued = self
@@ -2532,21 +2503,20 @@ impl<'a> Execution<'a> {
         }
     }
 
-    /// No live request waits any more on the task building `partition`:
-    /// when this request is ending and kept its run only for the waiters,
-    /// the run goes (cancelled if queued or waiting out a backoff, asked to
-    /// stop if running).
-    async fn unwaited(&mut self, partition: &PartitionRef) -> Result<(), BuildError> {
-        let Some((reason, source)) = self.ending.as_ref().map(|e| match e {
-            Ending::FailFast(_) => (
-                "fail fast: another job of the build failed".to_owned(),
-                CancelSource::FailFast,
-            ),
-            Ending::Canceled { reason, source } => (reason.clone(), *source),
-        }) else {
+    /// No live request waits any more on this request's `claim`: when this
+    /// request is ending and kept the claim's run only for the waiters, the
+    /// run goes (cancelled if queued or waiting out a backoff, asked to stop
+    /// if running).
+    async fn unwaited(&mut self, claim: &Arc<Claim>) -> Result<(), BuildError> {
+        let Some((reason, source)) = self.ending.as_ref().map(Ending::stop_reason) else {
             return Ok(());
         };
-        let Some(task) = self.plan.producer(partition) else {
+        let Some(task) = self
+            .published
+            .iter()
+            .find(|(_, c)| Arc::ptr_eq(c, claim))
+            .map(|(t, _)| TaskId::new(*t))
+        else {
             return Ok(());
         };
         if self.hosts(task) {
@@ -2579,31 +2549,45 @@ impl<'a> Execution<'a> {
                 self.not_built(task, format!("not retried: {reason}"));
                 Ok(())
             }
-            TaskStatus::Running => {
-                let Some(run) = run else {
-                    return Ok(());
-                };
-                let stopping = match (self.runs.get(&run), self.launching_ids.get(&run)) {
-                    (Some(live), _) => live.stop.is_some(),
-                    (None, Some(pending)) => pending.is_some(),
-                    (None, None) => true,
-                };
-                if stopping {
-                    return Ok(());
-                }
-                self.commit(vec![self.event(
-                    &run,
-                    Event::JobRunKillRequested(proto::JobRunKillRequested {
-                        reason: reason.clone(),
-                        source: source as i32,
-                    }),
-                )])
-                .await?;
-                self.stop_run(&run, Stop::Cancel { reason, source }).await;
-                Ok(())
-            }
+            TaskStatus::Running => match run {
+                Some(run) => self.kill(&run, reason, source).await,
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
+    }
+
+    /// For a launching or running run of this request, whether it was
+    /// asked to stop (`None` for any other run).
+    fn stop_asked(&self, run: &str) -> Option<bool> {
+        match (self.runs.get(run), self.launching_ids.get(run)) {
+            (Some(live), _) => Some(live.stop.is_some()),
+            (None, Some(pending)) => Some(pending.is_some()),
+            (None, None) => None,
+        }
+    }
+
+    /// Asks a launching or running run to stop, once: `JobRunKillRequested`
+    /// committed, then the executor told.
+    async fn kill(
+        &mut self,
+        run: &str,
+        reason: String,
+        source: CancelSource,
+    ) -> Result<(), BuildError> {
+        if self.stop_asked(run) != Some(false) {
+            return Ok(());
+        }
+        self.commit(vec![self.event(
+            run,
+            Event::JobRunKillRequested(proto::JobRunKillRequested {
+                reason: reason.clone(),
+                source: source as i32,
+            }),
+        )])
+        .await?;
+        self.stop_run(run, Stop::Cancel { reason, source }).await;
+        Ok(())
     }
 
     async fn on_timers(&mut self) -> Result<(), BuildError> {
