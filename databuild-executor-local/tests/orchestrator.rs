@@ -438,34 +438,6 @@ fn walk_logs(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// A job whose `config` takes `latency`, as a process job's config call
-/// does, so that requests started together all plan before any queues.
-#[derive(Debug)]
-struct SlowConfig(TestJob, std::time::Duration);
-
-#[async_trait::async_trait]
-impl databuild_core::job::DataBuildJob for SlowConfig {
-    fn label(&self) -> &databuild_core::job::JobLabel {
-        self.0.label()
-    }
-
-    fn patterns(&self) -> &[databuild_core::partition::PartitionPattern] {
-        self.0.patterns()
-    }
-
-    async fn config(
-        &self,
-        outputs: &[PartitionRef],
-    ) -> Result<Vec<databuild_core::JobConfig>, databuild_core::job::JobConfigError> {
-        tokio::time::sleep(self.1).await;
-        self.0.config(outputs).await
-    }
-
-    fn launch(&self) -> databuild_core::job::Launch {
-        self.0.launch()
-    }
-}
-
 /// Two requests started together over a shared upstream, on real
 /// processes and a real SQLite store, fifty times: each time the upstream
 /// runs once (its job counts its executions), and both requests succeed.
@@ -476,9 +448,9 @@ async fn two_requests_started_together_run_a_shared_upstream_once_every_time() {
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join("record");
         let graph = Graph::builder()
-            .job(SlowConfig(job("a", None, &record, ""), latency))
-            .job(SlowConfig(job("b", Some("a"), &record, ""), latency))
-            .job(SlowConfig(job("c", Some("a"), &record, ""), latency))
+            .job(job("a", None, &record, "").config_latency(latency))
+            .job(job("b", Some("a"), &record, "").config_latency(latency))
+            .job(job("c", Some("a"), &record, "").config_latency(latency))
             .build()
             .unwrap();
         let bel: Arc<dyn BelSink> =

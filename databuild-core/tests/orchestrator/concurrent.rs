@@ -6,53 +6,21 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use databuild_core::executor::{JobRunSpec, Outcome};
-use databuild_core::job::{DataBuildJob, JobConfigError, JobLabel, Launch};
-use databuild_core::partition::PartitionPattern;
 use databuild_core::proto::build_event::Event;
 use databuild_core::testkit::scripted::{Script, ScriptedExecutor};
 use databuild_core::{BuildOptions, proto};
 
 use super::*;
 
-/// A job whose `config` takes `latency` (virtual time), as a process
-/// job's config call does.
-#[derive(Debug)]
-struct Slow {
-    job: TestJob,
-    latency: Duration,
-}
-
-fn slow(job: TestJob) -> Slow {
-    Slow {
-        job,
-        latency: Duration::from_millis(100),
-    }
-}
-
-#[async_trait]
-impl DataBuildJob for Slow {
-    fn label(&self) -> &JobLabel {
-        self.job.label()
-    }
-
-    fn patterns(&self) -> &[PartitionPattern] {
-        self.job.patterns()
-    }
-
-    async fn config(&self, outputs: &[PartitionRef]) -> Result<Vec<JobConfig>, JobConfigError> {
-        tokio::time::sleep(self.latency).await;
-        self.job.config(outputs).await
-    }
-
-    fn launch(&self) -> Launch {
-        self.job.launch()
-    }
+/// A job whose `config` takes 100 ms (virtual time), as a process job's
+/// config call does.
+fn slow(job: TestJob) -> TestJob {
+    job.config_latency(Duration::from_millis(100))
 }
 
 fn orchestrator_of(
-    jobs: Vec<Slow>,
+    jobs: Vec<TestJob>,
     bel: Arc<dyn BelSink>,
     executor: &ScriptedExecutor,
     dir: &std::path::Path,
